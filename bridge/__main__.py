@@ -1,0 +1,74 @@
+"""Command line: `python -m bridge serve | demo | dev-upstream | config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from bridge.config import Config, ConfigError, split_host_port
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge",
+        description="A gRPC bridge for OpenAI-compatible AI APIs.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="serve the gRPC API", description="Serve the gRPC API. Every option "
+        "can also be set by the environment variable named in its help.",
+    )
+    Config.add_arguments(serve)
+    show = commands.add_parser(
+        "config", help="validate the configuration and print it with secrets masked"
+    )
+    Config.add_arguments(show)
+    dev = commands.add_parser(
+        "dev-upstream", help="run the local OpenAI-compatible development upstream"
+    )
+    dev.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    dev.add_argument("--api-key", default=None, help="require this bearer key")
+    dev.add_argument("--stream-interval", type=float, default=0.02,
+                     help="seconds between streamed chunks")
+    demo = commands.add_parser(
+        "demo", help="offline demo: dev upstream + bridge + a client streaming a chat"
+    )
+    demo.add_argument("--prompt", default="Tell me about gRPC bridges")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev-upstream":
+            from bridge.devserver import serve_forever
+
+            host, port = split_host_port(args.listen)
+            asyncio.run(serve_forever(host, port, api_key=args.api_key,
+                                      stream_interval=args.stream_interval))
+            return 0
+        if args.command == "demo":
+            from bridge.demo import run_demo
+
+            return asyncio.run(run_demo(args.prompt))
+        config = Config.load(args)
+        if args.command == "config":
+            print(json.dumps(config.masked(), indent=2))
+            return 0
+        logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr)
+        from bridge.server import serve
+
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The bridge's retry rules and their constants, in one module.
+
+DESIGN.md ("Retries") fixes what is retried and how long to wait; this module is the only place
+that encodes it. `bridge.errors` asks it whether a failure is retryable and how long the upstream
+asked us to wait, so the retry loop itself only reads `BridgeError.retryable` and
+`BridgeError.retry_after` and calls `RetryPolicy.backoff`. Whether an attempt or a sleep still
+fits inside the caller's deadline is the loop's job: only it knows the deadline.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timezone
+from types import MappingProxyType
+from typing import Literal, get_args
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "TRANSPORT_RETRYABLE",
+    "RetryPolicy",
+    "TransportKind",
+    "get_header",
+    "is_retryable_status",
+    "is_retryable_transport",
+    "parse_retry_after",
+]
+
+TransportKind = Literal[
+    "connect",
+    "read_timeout",
+    "reset",
+    "stream_cut",
+    "deadline",
+    "protocol",
+    "too_large",
+    "redirect",
+    "malformed",
+]
+"""Failures that happen without a usable HTTP error response (see `bridge.errors.transport_error`)."""
+
+TRANSPORT_RETRYABLE: Mapping[TransportKind, bool] = MappingProxyType(
+    {
+        # The request never reached the upstream, or it never answered: trying again is the
+        # documented remedy ("retry connect errors, timeouts").
+        "connect": True,
+        "read_timeout": True,
+        "reset": True,
+        "protocol": True,
+        # Messages may already have reached the caller, and retries happen only before that.
+        "stream_cut": False,
+        # The caller's time is spent; there is nothing left to retry into.
+        "deadline": False,
+        # The upstream answered (and may have billed the request); the same request would get
+        # the same answer, so a retry only costs money.
+        "too_large": False,
+        "malformed": False,
+        # A configuration problem (wrong upstream URL) that no retry can fix.
+        "redirect": False,
+    }
+)
+"""Whether each transport failure is worth another attempt; the one place that decides it."""
+
+if set(TRANSPORT_RETRYABLE) != set(get_args(TransportKind)):  # pragma: no cover - import guard
+    raise RuntimeError("TRANSPORT_RETRYABLE must cover every TransportKind exactly")
+
+_NEVER_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
+"""Statuses DESIGN.md names as never retried; `x-should-retry` is still consulted first."""
+
+_ALWAYS_RETRIED_4XX = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times to try and how long to wait in between.
+
+    One immutable value built from configuration and passed down, so tests can use a fast policy
+    and a seeded RNG without patching module globals.
+    """
+
+    max_attempts: int = 3
+    """Attempts in all, including the first; 1 disables retries."""
+    initial_backoff: float = 0.5
+    """Delay in seconds before the first retry, before jitter."""
+    max_backoff: float = 8.0
+    """Longest computed delay in seconds, jitter included; server-given delays use `max_retry_after`."""
+    multiplier: float = 2.0
+    """Growth of the delay per attempt."""
+    jitter: float = 0.25
+    """Random spread of a computed delay, as a ± fraction, so clients that failed together do not
+    retry together."""
+    max_retry_after: float = 60.0
+    """Cap in seconds on a delay the upstream asked for, so a hostile or buggy header cannot park
+    a call for an hour (the caller's deadline still bounds it further)."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError("jitter must be in [0, 1)")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.max_retry_after < 0:
+            raise ValueError("delays must not be negative")
+        if self.multiplier < 1.0:
+            raise ValueError("multiplier must be at least 1")
+
+    def backoff(
+        self, attempt: int, retry_after: float | None, *, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to sleep before the next attempt.
+
+        `attempt` is the number of attempts already made (1 after the first failure). A delay
+        the upstream gave (`retry_after`) wins because the upstream knows when its limit resets;
+        it is capped at `max_retry_after`. Otherwise the delay grows exponentially from
+        `initial_backoff`, spread by ±`jitter`, and never exceeds `max_backoff`.
+        """
+        if retry_after is not None and math.isfinite(retry_after):
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        exponent = max(attempt, 1) - 1
+        # min() before the power would overflow for absurd attempt counts.
+        try:
+            base = min(self.initial_backoff * self.multiplier**exponent, self.max_backoff)
+        except OverflowError:
+            base = self.max_backoff
+        spread = (rng if rng is not None else random).uniform(-self.jitter, self.jitter)
+        return min(max(base * (1.0 + spread), 0.0), self.max_backoff)
+
+    def attempts_left(self, attempts_made: int) -> bool:
+        """Whether another attempt is allowed after `attempts_made` attempts."""
+        return attempts_made < self.max_attempts
+
+
+DEFAULT_POLICY = RetryPolicy()
+"""The policy DESIGN.md describes: 3 attempts, 0.5 s doubling to 8 s, ±25 %, server delay ≤ 60 s."""
+
+
+def get_header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup on any mapping.
+
+    `httpx.Headers` is already case-insensitive, but plain dicts (tests, other transports) are
+    not, and HTTP header names are case-insensitive by definition.
+    """
+    wanted = name.lower()
+    direct = headers.get(wanted)
+    if direct is not None:
+        return direct
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The delay in seconds the upstream asked for, or None when it gave none we can read.
+
+    `retry-after-ms` (OpenAI's and Vercel's precise form) comes first, then the standard
+    `retry-after` as delta-seconds or an HTTP date (relative to `now`, a Unix time, default the
+    current time). A date in the past or a negative number means "now" (0). Unreadable values
+    are ignored rather than guessed at, so the caller falls back to its own backoff.
+    """
+    millis = _parse_number(get_header(headers, "retry-after-ms"))
+    if millis is not None:
+        return max(millis / 1000.0, 0.0)
+    raw = get_header(headers, "retry-after")
+    if raw is None:
+        return None
+    seconds = _parse_number(raw)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
+        when = when.replace(tzinfo=timezone.utc)
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)
+
+
+def _parse_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def is_retryable_status(status: int, headers: Mapping[str, str], error_code: str | None) -> bool:
+    """Whether an HTTP error response is worth another attempt.
+
+    The upstream's `x-should-retry: true|false` decides first: it knows better than any table
+    (OpenAI and the Vercel gateway send it). Then 408, 409, 429 and every 5xx are retried,
+    except a 429 whose `error_code` is `insufficient_quota`: the account is out of credit and
+    waiting will not refill it. Every other status (400, 401, 403, 404, 413, 422, ...) describes
+    the request itself, which would fail the same way again.
+    """
+    should_retry = get_header(headers, "x-should-retry")
+    if should_retry is not None:
+        verdict = should_retry.strip().lower()
+        if verdict == "true":
+            return True
+        if verdict == "false":
+            return False
+    if status in _NEVER_RETRIED:
+        return False
+    if status == 429:
+        return error_code != "insufficient_quota"
+    if status in _ALWAYS_RETRIED_4XX:
+        return True
+    return status >= 500
+
+
+def is_retryable_transport(kind: TransportKind) -> bool:
+    """Whether a transport failure is worth another attempt (see `TRANSPORT_RETRYABLE`)."""
+    return TRANSPORT_RETRYABLE[kind]

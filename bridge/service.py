@@ -1,0 +1,175 @@
+"""The three gRPC services: each RPC is one upstream request, translated both ways.
+
+Servicers stay thin: check the request, translate it (bridge.translate), call the upstream
+(bridge.upstream), translate the answer. Every failure arrives as a BridgeError and becomes
+the call's status in `_failing`, the one place that aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+from aigateway.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    embeddings_pb2,
+    embeddings_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+)
+
+from bridge import errors, validate
+from bridge.errors import BridgeError
+from bridge.translate import TranslationError, from_json, to_json
+from bridge.upstream import Upstream
+
+Context = grpc.aio.ServicerContext
+T = TypeVar("T")
+
+RETURNED_HEADERS = (
+    "x-request-id",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "openai-processing-ms",
+)
+"""Upstream response headers returned to the caller as initial metadata."""
+
+
+def deadline_of(context: Context) -> float | None:
+    """The caller's deadline on the event loop's clock, or None when it set none."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return asyncio.get_running_loop().time() + remaining
+
+
+def _response_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    return tuple((k, headers[k]) for k in RETURNED_HEADERS if k in headers)
+
+
+class _Base:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def headers(self, context: Context) -> dict[str, str]:
+        return self.upstream.headers_for(context.invocation_metadata() or ())
+
+    def parse(self, message_type: type[T], data: dict[str, Any], request_id: str | None) -> T:
+        """Translate an upstream answer; a shape no message can hold is the upstream's fault."""
+        try:
+            return from_json(message_type, data)  # type: ignore[type-var, no-any-return]
+        except TranslationError as exc:
+            raise errors.transport_error(
+                "malformed", domain=self.upstream.domain, detail=str(exc), request_id=request_id
+            ) from None
+
+    async def unary(
+        self, context: Context, call: Callable[[], Awaitable[tuple[T, httpx.Headers]]]
+    ) -> T:
+        try:
+            result, headers = await call()
+        except BridgeError as error:
+            await error.abort(context)
+        await context.send_initial_metadata(_response_metadata(headers))
+        return result
+
+
+class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):
+    async def ListModels(
+        self, request: models_pb2.ListModelsRequest, context: Context
+    ) -> models_pb2.ListModelsResponse:
+        async def call() -> tuple[models_pb2.ListModelsResponse, httpx.Headers]:
+            reply = await self.upstream.get_json(
+                "/models", headers=self.headers(context), deadline=deadline_of(context)
+            )
+            rid = reply.headers.get("x-request-id")
+            return self.parse(models_pb2.ListModelsResponse, reply.data, rid), reply.headers
+
+        return await self.unary(context, call)
+
+    async def RetrieveModel(
+        self, request: models_pb2.RetrieveModelRequest, context: Context
+    ) -> models_pb2.RetrieveModelResponse:
+        async def call() -> tuple[models_pb2.RetrieveModelResponse, httpx.Headers]:
+            validate.model_id(request.model)
+            reply = await self.upstream.get_json(
+                self.upstream.url_for_model(request.model),
+                headers=self.headers(context),
+                deadline=deadline_of(context),
+                model=request.model,
+            )
+            model = self.parse(models_pb2.Model, reply.data, reply.headers.get("x-request-id"))
+            return models_pb2.RetrieveModelResponse(model=model), reply.headers
+
+        return await self.unary(context, call)
+
+
+class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
+    async def CreateChatCompletion(
+        self, request: chat_pb2.CreateChatCompletionRequest, context: Context
+    ) -> chat_pb2.CreateChatCompletionResponse:
+        async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, httpx.Headers]:
+            validate.chat(request)
+            body = to_json(request)
+            body.pop("stream", None)  # unary: never let extra_fields turn on streaming
+            reply = await self.upstream.post_json(
+                "/chat/completions", body, headers=self.headers(context),
+                deadline=deadline_of(context), model=request.model,
+            )
+            rid = reply.headers.get("x-request-id")
+            response = self.parse(chat_pb2.CreateChatCompletionResponse, reply.data, rid)
+            return response, reply.headers
+
+        return await self.unary(context, call)
+
+    async def StreamChatCompletion(
+        self, request: chat_pb2.StreamChatCompletionRequest, context: Context
+    ) -> AsyncIterator[chat_pb2.StreamChatCompletionResponse]:
+        try:
+            validate.chat(request)
+            body = to_json(request)
+            body["stream"] = True
+            stream = self.upstream.stream(
+                "/chat/completions", body, headers=self.headers(context),
+                deadline=deadline_of(context), model=request.model,
+            )
+            first = True
+            async with stream:
+                async for data in stream:
+                    rid = stream.response_headers.get("x-request-id") if stream.response_headers else None
+                    chunk = self.parse(chat_pb2.StreamChatCompletionResponse, data, rid)
+                    if first:
+                        first = False
+                        await context.send_initial_metadata(
+                            _response_metadata(stream.response_headers)
+                        )
+                    yield chunk
+        except BridgeError as error:
+            await error.abort(context)
+
+
+class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
+    async def CreateEmbeddings(
+        self, request: embeddings_pb2.CreateEmbeddingsRequest, context: Context
+    ) -> embeddings_pb2.CreateEmbeddingsResponse:
+        async def call() -> tuple[embeddings_pb2.CreateEmbeddingsResponse, httpx.Headers]:
+            validate.embeddings(request)
+            reply = await self.upstream.post_json(
+                "/embeddings", to_json(request), headers=self.headers(context),
+                deadline=deadline_of(context), model=request.model,
+            )
+            rid = reply.headers.get("x-request-id")
+            response = self.parse(embeddings_pb2.CreateEmbeddingsResponse, reply.data, rid)
+            return response, reply.headers
+
+        return await self.unary(context, call)

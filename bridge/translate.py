@@ -1,0 +1,583 @@
+"""The one translation layer between OpenAI-style JSON and the `aigateway.v1` messages.
+
+It is driven by the message descriptors, so a field added to the protos is translated
+without code here. The rules (also written at the top of common.proto):
+
+* A field's JSON key is its name (or the camelCase key in `_JSON_KEYS`).
+* A oneof whose members are all named `<oneof>_<variant>` is a JSON union: the JSON key is
+  the oneof name and the JSON value's form picks the member (a string, an array, an object
+  whose `type` is `<variant>`, ...). Other oneofs are plain: each member is its own key.
+* Messages with a single repeated field `values` stand for JSON arrays inside unions.
+* `extra_fields` holds every key the message does not model and every value its typed
+  field cannot hold: `null`, an empty array or object (so presence survives), a value of
+  an unexpected JSON type. `to_json` merges it back, so JSON -> proto -> JSON is exact
+  (integers in free-form JSON stay integers, within +-2**53).
+
+Plans are compiled once per message type; the per-call work is a dict lookup and a
+setattr per key, which keeps streaming chunk translation cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.protobuf import struct_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
+from google.protobuf.message import Message
+
+__all__ = [
+    "EXTRA_FIELDS",
+    "TranslationError",
+    "from_json",
+    "from_json_bytes",
+    "struct_to_python",
+    "to_json",
+    "value_to_python",
+]
+
+EXTRA_FIELDS = "extra_fields"
+"""Name of the field that carries unmodelled JSON keys in every object message."""
+
+_JSON_KEYS = {"provider_options": "providerOptions", "provider_metadata": "providerMetadata"}
+"""Fields whose JSON key is not their name (proto field names are lower_snake_case)."""
+
+_MAX_SAFE_INTEGER = 2**53
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT32 = (0, 2**32 - 1)
+_UINT64 = (0, 2**64 - 1)
+
+M = TypeVar("M", bound=Message)
+
+Reader = Callable[[Message, Any], bool]
+"""Stores a JSON value into a message; False when the field cannot hold it."""
+Writer = Callable[[Any], Any]
+"""Turns a field's Python value into its JSON value."""
+
+
+class TranslationError(ValueError):
+    """JSON that cannot become the requested message at all (e.g. not an object)."""
+
+
+# --------------------------------------------------------------------------- free-form JSON
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    """A `google.protobuf.Value` as plain JSON data, with integral numbers as ints."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and -_MAX_SAFE_INTEGER <= number <= _MAX_SAFE_INTEGER:
+            return int(number)
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_python(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(v) for v in value.list_value.values]
+    return None
+
+
+def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A `google.protobuf.Struct` as a JSON object, with integral numbers as ints."""
+    return {key: value_to_python(v) for key, v in struct.fields.items()}
+
+
+def _list_to_python(values: struct_pb2.ListValue) -> list[Any]:
+    return [value_to_python(v) for v in values.values]
+
+
+def _set_value(target: struct_pb2.Value, data: Any) -> None:
+    if data is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif data is True or data is False:
+        target.bool_value = data
+    elif isinstance(data, int | float):
+        target.number_value = data
+    elif isinstance(data, str):
+        target.string_value = data
+    elif isinstance(data, dict):
+        _fill_struct(target.struct_value, data)
+    elif isinstance(data, list):
+        _fill_list(target.list_value, data)
+    else:
+        raise TranslationError(f"{type(data).__name__} is not a JSON value")
+
+
+def _fill_struct(target: struct_pb2.Struct, data: dict[str, Any]) -> None:
+    target.SetInParent()
+    fields = target.fields
+    for key, item in data.items():
+        _set_value(fields[key], item)
+
+
+def _fill_list(target: struct_pb2.ListValue, data: list[Any]) -> None:
+    target.SetInParent()
+    for item in data:
+        _set_value(target.values.add(), item)
+
+
+# --------------------------------------------------------------------------- plans
+
+_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+_VALUE = struct_pb2.Value.DESCRIPTOR.full_name
+_LIST_VALUE = struct_pb2.ListValue.DESCRIPTOR.full_name
+
+
+class _Plan:
+    """How one message type reads and writes JSON."""
+
+    __slots__ = ("has_extra", "readers", "writers")
+
+    def __init__(self) -> None:
+        self.readers: dict[str, Reader] = {}
+        self.writers: dict[int, tuple[str, Writer]] = {}
+        self.has_extra = False
+
+
+_plans: dict[str, _Plan] = {}
+
+
+def _plan(descriptor: Descriptor) -> _Plan:
+    plan = _plans.get(descriptor.full_name)
+    if plan is None:
+        plan = _Plan()
+        # Registered before it is filled, so recursive message types terminate.
+        _plans[descriptor.full_name] = plan
+        _compile(descriptor, plan)
+    return plan
+
+
+def _is_union(oneof: OneofDescriptor) -> bool:
+    prefix = oneof.name + "_"
+    return all(f.name.startswith(prefix) for f in oneof.fields)
+
+
+def _is_list_wrapper(descriptor: Descriptor) -> bool:
+    fields = descriptor.fields
+    return len(fields) == 1 and fields[0].name == "values" and _is_repeated(fields[0])
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _compile(descriptor: Descriptor, plan: _Plan) -> None:
+    unions = [o for o in descriptor.oneofs if _is_union(o) and not o.name.startswith("_")]
+    in_union = {f.name for o in unions for f in o.fields}
+    for field in descriptor.fields:
+        if field.name == EXTRA_FIELDS:
+            plan.has_extra = True
+            continue
+        if field.name in in_union:
+            continue
+        key = _JSON_KEYS.get(field.name, field.name)
+        plan.readers[key] = _field_reader(field)
+        plan.writers[field.number] = (key, _field_writer(field))
+    for oneof in unions:
+        plan.readers[oneof.name] = _union_reader(oneof)
+        for field in oneof.fields:
+            writer = (
+                _wrapper_writer(field.message_type)
+                if field.message_type is not None and _is_list_wrapper(field.message_type)
+                else _field_writer(field)
+            )
+            plan.writers[field.number] = (oneof.name, writer)
+
+
+# Scalars ------------------------------------------------------------------
+
+
+def _scalar_check(field: FieldDescriptor) -> Callable[[Any], bool]:
+    t = field.type
+    if t == FieldDescriptor.TYPE_STRING:
+        return lambda v: type(v) is str
+    if t == FieldDescriptor.TYPE_BOOL:
+        return lambda v: type(v) is bool
+    if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return lambda v: type(v) is float or type(v) is int
+    if t == FieldDescriptor.TYPE_BYTES:
+        return _is_canonical_base64
+    low, high = {
+        FieldDescriptor.TYPE_INT32: _INT32,
+        FieldDescriptor.TYPE_SINT32: _INT32,
+        FieldDescriptor.TYPE_SFIXED32: _INT32,
+        FieldDescriptor.TYPE_UINT32: _UINT32,
+        FieldDescriptor.TYPE_FIXED32: _UINT32,
+        FieldDescriptor.TYPE_UINT64: _UINT64,
+        FieldDescriptor.TYPE_FIXED64: _UINT64,
+    }.get(t, _INT64)
+    return lambda v: type(v) is int and low <= v <= high
+
+
+def _is_canonical_base64(value: Any) -> bool:
+    """Only base64 that re-encodes to the same text is stored as bytes (exact round trip)."""
+    if type(value) is not str:
+        return False
+    try:
+        return base64.b64encode(base64.b64decode(value, validate=True)).decode() == value
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _scalar_converter(field: FieldDescriptor) -> Callable[[Any], Any] | None:
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return base64.b64decode
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return float
+    return None
+
+
+def _field_reader(field: FieldDescriptor) -> Reader:
+    name = field.name
+    message_type = field.message_type
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return _map_reader(field)
+    if _is_repeated(field):
+        if message_type is None:
+            return _repeated_scalar_reader(field)
+        return _repeated_message_reader(field)
+    if message_type is not None:
+        return _message_reader(name, message_type)
+    check = _scalar_check(field)
+    convert = _scalar_converter(field)
+    if convert is None:
+
+        def read_scalar(msg: Message, value: Any) -> bool:
+            if not check(value):
+                return False
+            setattr(msg, name, value)
+            return True
+
+        return read_scalar
+
+    def read_converted(msg: Message, value: Any) -> bool:
+        if not check(value):
+            return False
+        setattr(msg, name, convert(value))
+        return True
+
+    return read_converted
+
+
+def _message_reader(name: str, message_type: Descriptor) -> Reader:
+    full_name = message_type.full_name
+    if full_name == _STRUCT:
+
+        def read_struct(msg: Message, value: Any) -> bool:
+            if type(value) is not dict:
+                return False
+            _fill_struct(getattr(msg, name), value)
+            return True
+
+        return read_struct
+    if full_name == _VALUE:
+
+        def read_value(msg: Message, value: Any) -> bool:
+            _set_value(getattr(msg, name), value)
+            return True
+
+        return read_value
+    if full_name == _LIST_VALUE:
+
+        def read_list_value(msg: Message, value: Any) -> bool:
+            if type(value) is not list:
+                return False
+            _fill_list(getattr(msg, name), value)
+            return True
+
+        return read_list_value
+
+    def read_message(msg: Message, value: Any) -> bool:
+        if type(value) is not dict:
+            return False
+        sub = getattr(msg, name)
+        sub.SetInParent()
+        _fill(sub, value)
+        return True
+
+    return read_message
+
+
+def _repeated_scalar_reader(field: FieldDescriptor) -> Reader:
+    name = field.name
+    check = _scalar_check(field)
+    convert = _scalar_converter(field)
+
+    def read(msg: Message, value: Any) -> bool:
+        if type(value) is not list or not value or not all(check(v) for v in value):
+            return False
+        getattr(msg, name).extend(value if convert is None else [convert(v) for v in value])
+        return True
+
+    return read
+
+
+def _repeated_message_reader(field: FieldDescriptor) -> Reader:
+    name = field.name
+    full_name = field.message_type.full_name
+    if full_name in (_STRUCT, _LIST_VALUE, _VALUE):
+        filler: Callable[[Any, Any], None] = {
+            _STRUCT: _fill_struct,
+            _LIST_VALUE: _fill_list,
+            _VALUE: _set_value,
+        }[full_name]
+        expected: type | None = {_STRUCT: dict, _LIST_VALUE: list, _VALUE: None}[full_name]
+
+        def read_wkt(msg: Message, value: Any) -> bool:
+            if type(value) is not list or not value:
+                return False
+            if expected is not None and not all(type(v) is expected for v in value):
+                return False
+            target = getattr(msg, name)
+            for item in value:
+                filler(target.add(), item)
+            return True
+
+        return read_wkt
+
+    if _is_list_wrapper(field.message_type):
+        values_reader = _field_reader(field.message_type.fields[0])
+
+        def read_lists(msg: Message, value: Any) -> bool:
+            if type(value) is not list or not value or not all(type(v) is list for v in value):
+                return False
+            target = getattr(msg, name)
+            for item in value:
+                if not values_reader(target.add(), item):
+                    msg.ClearField(name)
+                    return False
+            return True
+
+        return read_lists
+
+    def read(msg: Message, value: Any) -> bool:
+        if type(value) is not list or not value or not all(type(v) is dict for v in value):
+            return False
+        target = getattr(msg, name)
+        for item in value:
+            _fill(target.add(), item)
+        return True
+
+    return read
+
+
+def _map_reader(field: FieldDescriptor) -> Reader:
+    name = field.name
+    value_field = field.message_type.fields_by_name["value"]
+    if value_field.message_type is None:
+        check = _scalar_check(value_field)
+
+        def read_scalar_map(msg: Message, value: Any) -> bool:
+            if type(value) is not dict or not value or not all(check(v) for v in value.values()):
+                return False
+            getattr(msg, name).update(value)
+            return True
+
+        return read_scalar_map
+    expected = {_STRUCT: dict, _LIST_VALUE: list, _VALUE: object}.get(
+        value_field.message_type.full_name, dict
+    )
+
+    def read_message_map(msg: Message, value: Any) -> bool:
+        if type(value) is not dict or not value:
+            return False
+        if expected is not object and not all(type(v) is expected for v in value.values()):
+            return False
+        target = getattr(msg, name)
+        for key, item in value.items():
+            _fill_any(target[key], item)
+        return True
+
+    return read_message_map
+
+
+def _fill_any(target: Message, value: Any) -> None:
+    full_name = target.DESCRIPTOR.full_name
+    if full_name == _STRUCT:
+        _fill_struct(target, value)  # type: ignore[arg-type]
+    elif full_name == _LIST_VALUE:
+        _fill_list(target, value)  # type: ignore[arg-type]
+    elif full_name == _VALUE:
+        _set_value(target, value)  # type: ignore[arg-type]
+    else:
+        target.SetInParent()
+        _fill(target, value)
+
+
+# Unions -------------------------------------------------------------------
+
+
+def _union_reader(oneof: OneofDescriptor) -> Reader:
+    """Pick the member by the JSON value's form; see the module docstring."""
+    by_json_type: dict[type, list[FieldDescriptor]] = {str: [], list: [], dict: [], bool: []}
+    numbers: list[FieldDescriptor] = []
+    by_variant: dict[str, FieldDescriptor] = {}
+    prefix_len = len(oneof.name) + 1
+    for field in oneof.fields:
+        message_type = field.message_type
+        if message_type is None:
+            if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+                by_json_type[str].append(field)
+            elif field.type == FieldDescriptor.TYPE_BOOL:
+                by_json_type[bool].append(field)
+            else:
+                numbers.append(field)
+        elif _is_list_wrapper(message_type):
+            by_json_type[list].append(field)
+        else:
+            by_json_type[dict].append(field)
+            by_variant[field.name[prefix_len:]] = field
+    # Strings before bytes, so that a string member wins over a base64 one.
+    by_json_type[str].sort(key=lambda f: f.type != FieldDescriptor.TYPE_STRING)
+    readers = {f.name: _member_reader(f) for f in oneof.fields}
+    objects = by_json_type[dict]
+
+    def read(msg: Message, value: Any) -> bool:
+        kind = type(value)
+        if kind is dict and len(objects) > 1:
+            variant = by_variant.get(value.get("type"))  # type: ignore[arg-type]
+            candidates = [variant] if variant is not None else []
+        elif kind is int or kind is float:
+            candidates = numbers
+        else:
+            candidates = by_json_type.get(kind, [])
+        for field in candidates:
+            if readers[field.name](msg, value):
+                return True
+            msg.ClearField(field.name)
+        return False
+
+    return read
+
+
+def _member_reader(field: FieldDescriptor) -> Reader:
+    if field.message_type is not None and _is_list_wrapper(field.message_type):
+        values_reader = _field_reader(field.message_type.fields[0])
+        name = field.name
+
+        def read_list(msg: Message, value: Any) -> bool:
+            wrapper = getattr(msg, name)
+            wrapper.SetInParent()
+            # An empty array still selects the member; it writes back as [].
+            return not value or values_reader(wrapper, value)
+
+        return read_list
+    return _field_reader(field)
+
+
+# Writers ------------------------------------------------------------------
+
+
+def _field_writer(field: FieldDescriptor) -> Writer:
+    message_type = field.message_type
+    if message_type is not None and message_type.GetOptions().map_entry:
+        value_type = message_type.fields_by_name["value"].message_type
+        if value_type is None:
+            return dict
+        element = _message_writer(value_type)
+        return lambda m: {k: element(v) for k, v in m.items()}
+    if _is_repeated(field):
+        if message_type is None:
+            if field.type == FieldDescriptor.TYPE_BYTES:
+                return lambda values: [base64.b64encode(v).decode() for v in values]
+            return list
+        element = (
+            _wrapper_writer(message_type)
+            if _is_list_wrapper(message_type)
+            else _message_writer(message_type)
+        )
+        return lambda values: [element(v) for v in values]
+    if message_type is not None:
+        return _message_writer(message_type)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return lambda v: base64.b64encode(v).decode()
+    return _identity
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _message_writer(descriptor: Descriptor) -> Writer:
+    full_name = descriptor.full_name
+    if full_name == _STRUCT:
+        return struct_to_python
+    if full_name == _VALUE:
+        return value_to_python
+    if full_name == _LIST_VALUE:
+        return _list_to_python
+    return to_json
+
+
+def _wrapper_writer(descriptor: Descriptor) -> Writer:
+    values = _field_writer(descriptor.fields[0])
+    return lambda wrapper: values(wrapper.values)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _fill(msg: Message, data: dict[str, Any]) -> None:
+    plan = _plan(msg.DESCRIPTOR)
+    readers = plan.readers
+    extra: dict[str, Any] | None = None
+    for key, value in data.items():
+        reader = readers.get(key)
+        if reader is None or value is None or not reader(msg, value):
+            if extra is None:
+                extra = {}
+            extra[key] = value
+    if extra:
+        if not plan.has_extra:
+            names = ", ".join(sorted(extra))
+            raise TranslationError(f"{msg.DESCRIPTOR.full_name} has no field for {names}")
+        _fill_struct(getattr(msg, EXTRA_FIELDS), extra)
+
+
+def from_json(message_type: type[M], data: Any) -> M:
+    """Build a message of `message_type` from decoded JSON (a dict), losing nothing."""
+    if type(data) is not dict:
+        raise TranslationError(
+            f"expected a JSON object for {message_type.DESCRIPTOR.full_name}, "
+            f"got {type(data).__name__}"
+        )
+    msg = message_type()
+    _fill(msg, data)
+    return msg
+
+
+def from_json_bytes(message_type: type[M], raw: bytes | str) -> M:
+    """Like `from_json`, from JSON text; TranslationError when it is not JSON."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise TranslationError(f"not JSON: {exc}") from None
+    return from_json(message_type, data)
+
+
+def to_json(msg: Message) -> dict[str, Any]:
+    """The message as the JSON object the OpenAI API uses; the inverse of `from_json`."""
+    plan = _plan(msg.DESCRIPTOR)
+    writers = plan.writers
+    out: dict[str, Any] = {}
+    extra: struct_pb2.Struct | None = None
+    for field, value in msg.ListFields():
+        entry = writers.get(field.number)
+        if entry is None:  # extra_fields
+            extra = value
+            continue
+        key, writer = entry
+        out[key] = writer(value)
+    if extra is not None:
+        for key, item in extra.fields.items():
+            if key not in out:
+                out[key] = value_to_python(item)
+    return out

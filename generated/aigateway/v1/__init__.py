@@ -1,0 +1,1 @@
+"""Generated code for the `aigateway.v1` proto package. Do not edit; run `make generate`."""
