@@ -44,3 +44,64 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# --------------------------------------------------------------- protos, descriptor, examples
+# buf (pinned in the `dev` extra) checks and builds protos/. The examples build their clients
+# from protos/ with their own toolchains (Go, Node/npm, Java/Maven); packages come from the
+# Go module proxy, npm and Maven Central, pinned by go.sum, package-lock.json and pom.xml.
+BUF        := $(BIN)/buf
+BASELINE   := protos/baseline.binpb
+DESCRIPTOR := build/aigateway.binpb
+TS_DIR     := examples/typescript
+# Where googleapis-common-protos installed google/rpc/*.proto (evaluated after $(STAMP)).
+GOOGLE_RPC  = $(shell $(BIN)/python -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(m.__file__))')
+# $(call need,COMMAND,MESSAGE): fail with MESSAGE unless COMMAND is on PATH.
+need = @command -v $(1) >/dev/null 2>&1 || { echo "$(2)" >&2; exit 1; }
+
+.PHONY: proto-check proto-baseline descriptor examples examples-go examples-typescript examples-java
+
+## proto-check: buf lint (STANDARD + COMMENTS), buf format, buf breaking against protos/baseline.binpb
+proto-check: $(STAMP)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(BUF) breaking --against $(BASELINE)
+
+## proto-baseline: accept the current protos/ as the new breaking-change baseline (on purpose only)
+proto-baseline: $(STAMP)
+	$(BUF) build --exclude-source-info -o $(BASELINE)
+
+## descriptor: build/aigateway.binpb, a FileDescriptorSet with imports and comments (grpcurl, Envoy)
+descriptor: $(DESCRIPTOR)
+
+$(DESCRIPTOR): $(PROTOS) buf.yaml $(STAMP)
+	@mkdir -p $(@D)
+	$(BUF) build --as-file-descriptor-set -o $@
+
+## examples: build the Go, TypeScript and Java example clients from protos/
+examples: examples-go examples-typescript examples-java
+
+## examples-go: examples/go/bin/client (grpc-go; protoc-gen-go and protoc-gen-go-grpc from go.mod)
+examples-go: $(STAMP)
+	$(call need,go,examples-go needs Go 1.26 or newer on PATH: https://go.dev/dl/)
+	cd examples/go && go build -o bin/ tool
+	rm -rf examples/go/gen/aigateway
+	$(BUF) generate --template examples/go/buf.gen.yaml
+	cd examples/go && go build -o bin/client .
+
+## examples-typescript: examples/typescript/dist/client.js (@grpc/grpc-js, ts-proto, tsc)
+examples-typescript: $(STAMP) $(TS_DIR)/node_modules/.installed
+	mkdir -p $(TS_DIR)/third_party/google/rpc
+	cp $(GOOGLE_RPC)/status.proto $(GOOGLE_RPC)/error_details.proto $(TS_DIR)/third_party/google/rpc/
+	$(BUF) generate --template $(TS_DIR)/buf.gen.yaml
+	cd $(TS_DIR) && npm run --silent build
+
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	$(call need,npm,examples-typescript needs Node.js 18 or newer with npm on PATH: https://nodejs.org/)
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## examples-java: examples/java/target/aigateway-example.jar (grpc-java, protobuf-maven-plugin)
+examples-java:
+	$(call need,java,examples-java needs a JDK 17 or newer on PATH)
+	$(call need,mvn,examples-java needs Maven 3.8 or newer on PATH: https://maven.apache.org/)
+	cd examples/java && mvn -B -q -Dstyle.color=never package
