@@ -53,6 +53,7 @@ BUF        := $(BIN)/buf
 BASELINE   := protos/baseline.binpb
 DESCRIPTOR := build/aigateway.binpb
 TS_DIR     := examples/typescript
+JAVA_JAR   := examples/java/target/aigateway-example.jar
 # Where googleapis-common-protos installed google/rpc/*.proto (evaluated after $(STAMP)).
 GOOGLE_RPC  = $(shell $(BIN)/python -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(m.__file__))')
 # $(call need,COMMAND,MESSAGE): fail with MESSAGE unless COMMAND is on PATH.
@@ -89,11 +90,15 @@ examples-go: $(STAMP)
 	cd examples/go && go build -o bin/client .
 
 ## examples-typescript: examples/typescript/dist/client.js (@grpc/grpc-js, ts-proto, tsc)
-examples-typescript: $(STAMP) $(TS_DIR)/node_modules/.installed
+examples-typescript: $(TS_DIR)/dist/client.js
+
+$(TS_DIR)/dist/client.js: $(PROTOS) $(TS_DIR)/src/client.ts $(TS_DIR)/buf.gen.yaml \
+		$(TS_DIR)/tsconfig.json $(TS_DIR)/node_modules/.installed $(STAMP)
 	mkdir -p $(TS_DIR)/third_party/google/rpc
 	cp $(GOOGLE_RPC)/status.proto $(GOOGLE_RPC)/error_details.proto $(TS_DIR)/third_party/google/rpc/
 	$(BUF) generate --template $(TS_DIR)/buf.gen.yaml
 	cd $(TS_DIR) && npm run --silent build
+	touch $@
 
 $(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
 	$(call need,npm,examples-typescript needs Node.js 18 or newer with npm on PATH: https://nodejs.org/)
@@ -101,7 +106,9 @@ $(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock
 	touch $@
 
 ## examples-java: examples/java/target/aigateway-example.jar (grpc-java, protobuf-maven-plugin)
-examples-java:
+examples-java: $(JAVA_JAR)
+
+$(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -name '*.java')
 	$(call need,java,examples-java needs a JDK 17 or newer on PATH)
 	$(call need,mvn,examples-java needs Maven 3.8 or newer on PATH: https://maven.apache.org/)
 	cd examples/java && mvn -B -q -Dstyle.color=never package

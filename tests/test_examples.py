@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ async def address() -> AsyncIterator[str]:
 @pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 async def test_example_runs_against_a_live_bridge(example: Example, address: str) -> None:
+    runtime = example.command[0]
+    missing = f"the {example.name} example needs `{runtime}` on PATH"
+    assert "/" in runtime or shutil.which(runtime), missing
     if example.target:
         code, output = await run(["make", "-s", example.target], BUILD_TIMEOUT)
         assert code == 0, f"make {example.target} failed:\n{output}"

@@ -125,16 +125,22 @@ class CreateChatCompletionRequest(_message.Message):
     """One stop sequence."""
     max_tokens: _builtins.int
     """Deprecated by OpenAI in favour of `max_completion_tokens`, still the
-    field most compatible servers honour: maximum tokens to generate.
+    field most compatible servers honour: maximum tokens to generate, at
+    least 1. Unset, the model's own limit applies.
     """
     max_completion_tokens: _builtins.int
-    """Maximum tokens to generate, reasoning tokens included."""
+    """Maximum tokens to generate, reasoning tokens included; at least 1. Unset,
+    the model's own limit applies. Servers that predate it ignore it.
+    """
     presence_penalty: _builtins.float
     """Penalty for tokens already present, from -2 to 2. Defaults to 0."""
     frequency_penalty: _builtins.float
     """Penalty proportional to token frequency, from -2 to 2. Defaults to 0."""
     seed: _builtins.int
-    """Seed for best-effort deterministic sampling."""
+    """Seed for best-effort deterministic sampling: the same seed and request
+    should give the same reply. Unset, sampling is random. Not every provider
+    honours it.
+    """
     logprobs: _builtins.bool
     """Whether to return log probabilities of the output tokens. Defaults to false."""
     top_logprobs: _builtins.int
@@ -201,7 +207,9 @@ class CreateChatCompletionRequest(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Up to 16 key-value pairs stored with the completion (OpenAI `store`)."""
+        """Up to 16 key-value pairs stored with the completion when `store` is true
+        (OpenAI); keys up to 64 characters, values up to 512.
+        """
 
     @_builtins.property
     def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -622,16 +630,22 @@ class StreamChatCompletionRequest(_message.Message):
     """One stop sequence."""
     max_tokens: _builtins.int
     """Deprecated by OpenAI in favour of `max_completion_tokens`, still the
-    field most compatible servers honour: maximum tokens to generate.
+    field most compatible servers honour: maximum tokens to generate, at
+    least 1. Unset, the model's own limit applies.
     """
     max_completion_tokens: _builtins.int
-    """Maximum tokens to generate, reasoning tokens included."""
+    """Maximum tokens to generate, reasoning tokens included; at least 1. Unset,
+    the model's own limit applies. Servers that predate it ignore it.
+    """
     presence_penalty: _builtins.float
     """Penalty for tokens already present, from -2 to 2. Defaults to 0."""
     frequency_penalty: _builtins.float
     """Penalty proportional to token frequency, from -2 to 2. Defaults to 0."""
     seed: _builtins.int
-    """Seed for best-effort deterministic sampling."""
+    """Seed for best-effort deterministic sampling: the same seed and request
+    should give the same reply. Unset, sampling is random. Not every provider
+    honours it.
+    """
     logprobs: _builtins.bool
     """Whether to return log probabilities of the output tokens. Defaults to false."""
     top_logprobs: _builtins.int
@@ -702,7 +716,9 @@ class StreamChatCompletionRequest(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Up to 16 key-value pairs stored with the completion (OpenAI `store`)."""
+        """Up to 16 key-value pairs stored with the completion when `store` is true
+        (OpenAI); keys up to 64 characters, values up to 512.
+        """
 
     @_builtins.property
     def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
