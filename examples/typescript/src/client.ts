@@ -166,7 +166,7 @@ function longStream(options: Partial<CallOptions>): ClientReadableStream<StreamC
   );
 }
 
-/** Reads a stream until it fails, after `stopAfter` chunks calling `onChunk`; returns the error. */
+/** Reads a stream to its end, calling `onChunk` with the count of each chunk; returns the error. */
 function readUntilError(
   stream: ClientReadableStream<StreamChatCompletionResponse>,
   onChunk: (count: number) => void = () => {},
