@@ -72,6 +72,10 @@ _QUOTE_LIMIT = 1000
 details' Status) and again in field/quota descriptions; grpc's default limit for all trailing
 metadata is 8 KiB, beyond which the caller would get an unrelated error instead of ours."""
 
+_PARSE_LIMIT = 1 << 20
+"""Error bodies longer than this are not parsed as JSON (an error envelope is a few hundred
+bytes; a megabyte is a misbehaving proxy) and only excerpted."""
+
 _REASON_LIMIT = 63
 """ErrorInfo.reason is at most 63 characters of [A-Z0-9_] (google/rpc/error_details.proto)."""
 
@@ -160,7 +164,7 @@ class BridgeError(Exception):
 
     @property
     def reason(self) -> str:
-        return self.error_info.reason
+        return str(self.error_info.reason)
 
     def __repr__(self) -> str:
         return f"BridgeError({self.code.name}, {self.message!r}, reason={self.reason!r})"
@@ -190,14 +194,14 @@ class BridgeError(Exception):
 # Reading what the upstream said
 
 
-BodyKind = Literal["envelope", "json", "non_json", "empty"]
+_BodyKind = Literal["envelope", "json", "non_json", "empty"]
 
 
 @dataclass(frozen=True)
 class _Upstream:
     """What an error body (or a stream error object) says, normalised to strings."""
 
-    kind: BodyKind
+    kind: _BodyKind
     message: str | None = None
     type: str | None = None
     code: str | None = None
@@ -255,9 +259,11 @@ def _loc_field(loc: object) -> str:
 
 def _parse_body(body: bytes) -> _Upstream:
     """Classify an HTTP error body: OpenAI envelope, other JSON, non-JSON, or empty."""
-    text = body.decode("utf-8", errors="replace")
+    text = body[:_PARSE_LIMIT].decode("utf-8", errors="replace")
     if not text.strip():
         return _Upstream(kind="empty")
+    if len(body) > _PARSE_LIMIT:
+        return _Upstream(kind="non_json", excerpt=_excerpt(text))
     try:
         data: object = json.loads(text)
     except ValueError:
@@ -311,7 +317,8 @@ def _clip(text: str, limit: int) -> str:
 
 def _excerpt(text: str) -> str:
     """A one-line excerpt of at most `_EXCERPT_LIMIT` characters, whitespace collapsed."""
-    return _clip(" ".join(_scrub(text).split()), _EXCERPT_LIMIT)
+    # Only the start matters; don't scan a megabyte of HTML to show 200 characters of it.
+    return _clip(" ".join(_scrub(text[: _EXCERPT_LIMIT * 8]).split()), _EXCERPT_LIMIT)
 
 
 def _quote(text: str) -> str:
@@ -373,7 +380,9 @@ def _bad_request(upstream: _Upstream) -> list[Message]:
         )
     for field, description in upstream.violations:
         violations.append(
-            error_details_pb2.BadRequest.FieldViolation(field=field, description=_quote(description))
+            error_details_pb2.BadRequest.FieldViolation(
+                field=field, description=_quote(description)
+            )
         )
     return [error_details_pb2.BadRequest(field_violations=violations)] if violations else []
 
@@ -588,17 +597,23 @@ class _StreamCategory:
 
 _STREAM_CATEGORIES = (  # first match wins: "invalid_api_key" is about authentication
     _StreamCategory(
-        _Code.UNAUTHENTICATED, 401, ("authentication", "unauthenticated", "unauthorized", "api_key"),
+        _Code.UNAUTHENTICATED,
+        401,
+        ("authentication", "unauthenticated", "unauthorized", "api_key"),
         frozenset({401}),
     ),
     _StreamCategory(_Code.PERMISSION_DENIED, 403, ("permission", "forbidden"), frozenset({403})),
     _StreamCategory(
-        _Code.RESOURCE_EXHAUSTED, 429, ("rate_limit", "quota", "too_many_requests"),
+        _Code.RESOURCE_EXHAUSTED,
+        429,
+        ("rate_limit", "quota", "too_many_requests"),
         frozenset({429}),
     ),
     _StreamCategory(_Code.UNAVAILABLE, 529, ("overloaded", "unavailable"), frozenset({503, 529})),
     _StreamCategory(
-        _Code.INVALID_ARGUMENT, 400, ("invalid", "bad_request", "validation", "context_length"),
+        _Code.INVALID_ARGUMENT,
+        400,
+        ("invalid", "bad_request", "validation", "context_length"),
         frozenset({400, 422}),
     ),
 )
@@ -770,4 +785,3 @@ def resource_exhausted(limit_name: str, limit: int, actual: int) -> BridgeError:
         domain=BRIDGE_DOMAIN,
         metadata={"limitName": limit_name, "limit": str(limit), "actual": str(actual)},
     )
-

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from types import MappingProxyType
 from typing import Literal, get_args
 
@@ -41,7 +41,7 @@ TransportKind = Literal[
     "redirect",
     "malformed",
 ]
-"""Failures that happen without a usable HTTP error response (see `bridge.errors.transport_error`)."""
+"""Failures that leave no usable HTTP error response (see `bridge.errors.transport_error`)."""
 
 TRANSPORT_RETRYABLE: Mapping[TransportKind, bool] = MappingProxyType(
     {
@@ -87,7 +87,7 @@ class RetryPolicy:
     initial_backoff: float = 0.5
     """Delay in seconds before the first retry, before jitter."""
     max_backoff: float = 8.0
-    """Longest computed delay in seconds, jitter included; server-given delays use `max_retry_after`."""
+    """Longest computed delay in seconds, jitter included (server-given: `max_retry_after`)."""
     multiplier: float = 2.0
     """Growth of the delay per attempt."""
     jitter: float = 0.25
@@ -175,7 +175,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(when.timestamp() - current, 0.0)
 

@@ -154,7 +154,7 @@ def test_transport_retryable(kind: TransportKind, expected: bool) -> None:
 
 
 def test_default_policy_matches_design() -> None:
-    assert DEFAULT_POLICY == RetryPolicy()
+    assert RetryPolicy() == DEFAULT_POLICY
     assert DEFAULT_POLICY.max_attempts == 3
     assert DEFAULT_POLICY.attempts_left(2)
     assert not DEFAULT_POLICY.attempts_left(3)
