@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -119,9 +119,9 @@ class Config:
     @property
     def credential_source(self) -> str | None:
         if self.api_key:
-            return "AI_GATEWAY_API_KEY"
+            return "--api-key / AI_GATEWAY_API_KEY"
         if self.oidc_token:
-            return "VERCEL_OIDC_TOKEN"
+            return "--oidc-token / VERCEL_OIDC_TOKEN"
         return None
 
     @property
@@ -227,6 +227,3 @@ def split_host_port(address: str) -> tuple[str, int]:
         raise ConfigError(f"listen address must be HOST:PORT, got {address!r}")
     return host.strip("[]"), int(port)
 
-
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    return parser.parse_args(argv)
