@@ -12,11 +12,11 @@ import httpx
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from bridge import devserver, server
 from bridge.devserver import DevUpstream
 from bridge.translate import from_json, to_json
+from tests import richstatus
 from tests.conftest import DEV_KEY, Stubs, bridge_config, stubs_for
 
 CHAT_JSON: dict[str, Any] = {
@@ -32,33 +32,6 @@ CHAT_JSON: dict[str, Any] = {
 def without_ids(data: dict[str, Any]) -> dict[str, Any]:
     """Completion ids and timestamps may differ between two calls; everything else may not."""
     return {k: v for k, v in data.items() if k not in ("id", "created")}
-
-
-def details_of(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    """Decode grpc-status-details-bin the way any client library does."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            from google.rpc import status_pb2
-
-            status = status_pb2.Status.FromString(value)
-            assert status.message == error.details()
-            found: dict[str, Any] = {}
-            for detail in status.details:
-                for kind in (
-                    error_details_pb2.ErrorInfo,
-                    error_details_pb2.RequestInfo,
-                    error_details_pb2.BadRequest,
-                    error_details_pb2.RetryInfo,
-                    error_details_pb2.QuotaFailure,
-                    error_details_pb2.ResourceInfo,
-                ):
-                    if detail.Is(kind.DESCRIPTOR):
-                        message = kind()
-                        detail.Unpack(message)
-                        assert kind.__name__ not in found, f"two {kind.__name__} details"
-                        found[kind.__name__] = message
-            return found
-    raise AssertionError("no grpc-status-details-bin in the trailers")
 
 
 # ----------------------------------------------------------------------------- models
@@ -88,11 +61,11 @@ async def test_unknown_model_is_not_found_with_resource_info(stubs: Stubs) -> No
         await stubs.models.RetrieveModel(models_pb2.RetrieveModelRequest(model="acme/nope-1"))
     error = caught.value
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    details = details_of(error)
-    assert details["ResourceInfo"].resource_name == "acme/nope-1"
-    assert details["ErrorInfo"].domain == "127.0.0.1"
-    assert details["ErrorInfo"].metadata["httpStatus"] == "404"
-    assert details["RequestInfo"].request_id
+    seen = richstatus.of_error(error)
+    assert seen.one(error_details_pb2.ResourceInfo).resource_name == "acme/nope-1"
+    assert seen.info.domain == "127.0.0.1"
+    assert seen.info.metadata["httpStatus"] == "404"
+    assert seen.request_id
 
 
 # ----------------------------------------------------------------------------- chat
@@ -296,7 +269,7 @@ async def test_callers_own_authorization_is_forwarded(
     assert upstream.requests[-1].headers["authorization"] == "Bearer sk-callers-own"
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "sk-callers-own" not in (caught.value.details() or "")
-    assert details_of(caught.value)["ErrorInfo"].metadata["httpStatus"] == "401"
+    assert richstatus.of_error(caught.value).info.metadata["httpStatus"] == "401"
 
 
 async def test_bridge_without_credential_starts_and_caller_key_works(
@@ -333,10 +306,10 @@ async def test_rate_limit_maps_with_retry_and_quota_details(
         )
     error = caught.value
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    details = details_of(error)
-    assert details["RetryInfo"].retry_delay.ToMilliseconds() == 20
-    assert details["QuotaFailure"].violations
-    assert details["ErrorInfo"].reason
+    seen = richstatus.of_error(error)
+    assert seen.retry_delay == 0.02
+    assert seen.one(error_details_pb2.QuotaFailure).violations
+    assert seen.reason == "RATE_LIMIT_EXCEEDED"
     assert len([r for r in upstream.requests if r.path.endswith("/chat/completions")]) == 3
 
 
@@ -366,9 +339,9 @@ async def test_bad_request_maps_param_to_bad_request(
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "temperature too hot" in (caught.value.details() or "")
-    details = details_of(caught.value)
-    assert details["BadRequest"].field_violations[0].field == "temperature"
-    assert details["ErrorInfo"].reason == "INVALID_REQUEST_ERROR"
+    seen = richstatus.of_error(caught.value)
+    assert seen.violations == [("temperature", "temperature too hot")]
+    assert seen.reason == "INVALID_REQUEST_ERROR"
     assert len(upstream.requests) == 1  # 400 is never retried
 
 
@@ -409,7 +382,7 @@ async def test_invalid_model_id_rejected_before_upstream(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stubs.models.RetrieveModel(models_pb2.RetrieveModelRequest(model=bad))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
-        assert details_of(caught.value)["BadRequest"].field_violations[0].field == "model"
+        assert richstatus.of_error(caught.value).violations[0][0] == "model"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stubs.chat.CreateChatCompletion(
             chat_pb2.CreateChatCompletionRequest(model="openai/gpt-4o-mini")
@@ -445,10 +418,10 @@ async def test_cancelled_stream_closes_upstream_response(
     await wait_for(lambda: upstream.active_responses == 0)
 
 
-async def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    """Poll a condition; fails the test if it does not hold within `timeout` seconds."""
+async def wait_for(condition: Any, limit: float = 10.0) -> None:
+    """Poll a condition; fails the test if it does not hold within `limit` seconds."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + limit
     while not condition():
         if loop.time() > end:
             raise AssertionError("condition not met in time")

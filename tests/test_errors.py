@@ -11,15 +11,13 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import grpc.aio
 import httpx
 import pytest
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from bridge.errors import (
@@ -34,78 +32,19 @@ from bridge.errors import (
     transport_error,
 )
 from bridge.retry import TransportKind
+from tests import richstatus
+from tests.richstatus import RichStatus
 
 HOST = "ai-gateway.vercel.sh"
 Code = grpc.StatusCode
-M = TypeVar("M", bound=Message)
-
-_DETAIL_TYPES: tuple[type[Message], ...] = (
-    error_details_pb2.ErrorInfo,
-    error_details_pb2.RequestInfo,
-    error_details_pb2.BadRequest,
-    error_details_pb2.RetryInfo,
-    error_details_pb2.QuotaFailure,
-    error_details_pb2.ResourceInfo,
-)
 
 
-@dataclass
-class Decoded:
-    """What a client sees: the status code and message, and the unpacked details in order."""
-
-    code: grpc.StatusCode
-    message: str
-    details: list[Message]
-
-    def all(self, kind: type[M]) -> list[M]:
-        return [detail for detail in self.details if isinstance(detail, kind)]
-
-    def one(self, kind: type[M]) -> M:
-        found = self.all(kind)
-        assert len(found) == 1, f"expected one {kind.__name__}, got {self.details}"
-        return found[0]
-
-    def has(self, kind: type[Message]) -> bool:
-        return bool(self.all(kind))
-
-    @property
-    def info(self) -> error_details_pb2.ErrorInfo:
-        return self.one(error_details_pb2.ErrorInfo)
-
-    @property
-    def retry_delay(self) -> float:
-        delay = self.one(error_details_pb2.RetryInfo).retry_delay
-        return float(delay.seconds + delay.nanos / 1e9)
-
-
-def decode_rich(rich: status_pb2.Status) -> list[Message]:
-    details: list[Message] = []
-    for packed in rich.details:
-        for kind in _DETAIL_TYPES:
-            if packed.Is(kind.DESCRIPTOR):
-                detail = kind()
-                assert packed.Unpack(detail)
-                details.append(detail)
-                break
-        else:  # pragma: no cover - would be a bug
-            raise AssertionError(f"unexpected detail {packed.type_url}")
-    return details
-
-
-def decode(error: BridgeError) -> Decoded:
+def decode(error: BridgeError) -> RichStatus:
+    """The status a servicer aborts with, decoded as a client decodes it."""
     status = error.to_status()
-    trailers = dict(status.trailing_metadata)
-    rich = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
-    assert rich.code == status.code.value[0]
-    assert rich.message == status.details == error.message
     assert status.code is error.code
-    details = decode_rich(rich)
-    # The contract every status keeps: exactly one ErrorInfo, and it comes first.
-    assert len([d for d in details if isinstance(d, error_details_pb2.ErrorInfo)]) == 1
-    assert isinstance(details[0], error_details_pb2.ErrorInfo)
-    ranks = [next(i for i, k in enumerate(_DETAIL_TYPES) if isinstance(d, k)) for d in details]
-    assert ranks == sorted(ranks), "details out of the documented order"
-    return Decoded(status.code, status.details, details)
+    assert status.details == error.message
+    return richstatus.of_status(status)
 
 
 def envelope(
@@ -124,7 +63,7 @@ def http_error(
     body: bytes = b"",
     headers: Mapping[str, str] | None = None,
     model: str | None = None,
-) -> tuple[BridgeError, Decoded]:
+) -> tuple[BridgeError, RichStatus]:
     error = from_http_response(status, body, headers or {}, domain=HOST, model=model)
     assert error.http_status == status
     return error, decode(error)
@@ -832,8 +771,7 @@ async def test_abort_reaches_a_real_client_with_details() -> None:
         await server.stop(None)
 
     assert rich.message == error.message
-    details = decode_rich(rich)
-    seen = Decoded(Code.RESOURCE_EXHAUSTED, rich.message, details)
+    seen = richstatus.of_error(raised.value)
     assert seen.info.reason == "RATE_LIMIT_EXCEEDED"
     assert seen.info.metadata["httpStatus"] == "429"
     assert seen.one(error_details_pb2.RequestInfo).request_id == "req_live"
