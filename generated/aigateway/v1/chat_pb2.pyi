@@ -108,6 +108,8 @@ class CreateChatCompletionRequest(_message.Message):
     FUNCTION_CALL_MODE_FIELD_NUMBER: _builtins.int
     FUNCTION_CALL_NAMED_FIELD_NUMBER: _builtins.int
     FUNCTIONS_FIELD_NUMBER: _builtins.int
+    PROMPT_CACHE_OPTIONS_FIELD_NUMBER: _builtins.int
+    MODERATION_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Required. The model id, e.g. `openai/gpt-4o-mini` or, at the Vercel AI
@@ -252,6 +254,18 @@ class CreateChatCompletionRequest(_message.Message):
         """Deprecated by OpenAI in favour of `tools`: functions the model may call."""
 
     @_builtins.property
+    def prompt_cache_options(self) -> Global___PromptCacheOptions:
+        """Prompt caching options (OpenAI): the cache lifetime and whether OpenAI
+        adds an implicit breakpoint of its own.
+        """
+
+    @_builtins.property
+    def moderation(self) -> Global___ModerationOptions:
+        """Moderation of the input and the output (OpenAI); the results come back in
+        the response's `moderation`. Unset, nothing is moderated.
+        """
+
+    @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
         """Keys sent as they are in the JSON body, for fields these protos do not
         model yet; typed fields win over a key of the same name. See the package
@@ -303,11 +317,13 @@ class CreateChatCompletionRequest(_message.Message):
         function_call_mode: _builtins.str = ...,
         function_call_named: Global___FunctionName | None = ...,
         functions: _abc.Iterable[Global___FunctionDefinition] | None = ...,
+        prompt_cache_options: Global___PromptCacheOptions | None = ...,
+        moderation: Global___ModerationOptions | None = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "moderation", b"moderation", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_options", b"prompt_cache_options", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "functions", b"functions", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "models", b"models", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "functions", b"functions", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "models", b"models", "moderation", b"moderation", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_options", b"prompt_cache_options", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -440,6 +456,7 @@ class CreateChatCompletionResponse(_message.Message):
     SYSTEM_FINGERPRINT_FIELD_NUMBER: _builtins.int
     PROVIDER_METADATA_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    MODERATION_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id of the completion."""
@@ -472,6 +489,12 @@ class CreateChatCompletionResponse(_message.Message):
         """Metadata stored with the completion."""
 
     @_builtins.property
+    def moderation(self) -> Global___ChatCompletionModeration:
+        """Moderation results of the input and the output, when the request asked
+        for `moderation` (OpenAI).
+        """
+
+    @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
         """Keys not modelled here; see the package conventions in common.proto."""
 
@@ -488,11 +511,12 @@ class CreateChatCompletionResponse(_message.Message):
         system_fingerprint: _builtins.str | None = ...,
         provider_metadata: _struct_pb2.Struct | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        moderation: Global___ChatCompletionModeration | None = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "model", b"model", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "model", b"model", "moderation", b"moderation", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "metadata", b"metadata", "model", b"model", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "metadata", b"metadata", "model", b"model", "moderation", b"moderation", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created: _TypeAlias = _typing.Literal["created"]  # noqa: Y015
     _WhichOneofArgType__created: _TypeAlias = _typing.Literal["_created", b"_created"]  # noqa: Y015
@@ -613,6 +637,8 @@ class StreamChatCompletionRequest(_message.Message):
     FUNCTION_CALL_MODE_FIELD_NUMBER: _builtins.int
     FUNCTION_CALL_NAMED_FIELD_NUMBER: _builtins.int
     FUNCTIONS_FIELD_NUMBER: _builtins.int
+    PROMPT_CACHE_OPTIONS_FIELD_NUMBER: _builtins.int
+    MODERATION_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Required. The model id, e.g. `openai/gpt-4o-mini` or, at the Vercel AI
@@ -761,6 +787,18 @@ class StreamChatCompletionRequest(_message.Message):
         """Deprecated by OpenAI in favour of `tools`: functions the model may call."""
 
     @_builtins.property
+    def prompt_cache_options(self) -> Global___PromptCacheOptions:
+        """Prompt caching options (OpenAI): the cache lifetime and whether OpenAI
+        adds an implicit breakpoint of its own.
+        """
+
+    @_builtins.property
+    def moderation(self) -> Global___ModerationOptions:
+        """Moderation of the input and the output (OpenAI); the results come back in
+        the response's `moderation`. Unset, nothing is moderated.
+        """
+
+    @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
         """Keys sent as they are in the JSON body, for fields these protos do not
         model yet; typed fields win over a key of the same name. See the package
@@ -813,11 +851,13 @@ class StreamChatCompletionRequest(_message.Message):
         function_call_mode: _builtins.str = ...,
         function_call_named: Global___FunctionName | None = ...,
         functions: _abc.Iterable[Global___FunctionDefinition] | None = ...,
+        prompt_cache_options: Global___PromptCacheOptions | None = ...,
+        moderation: Global___ModerationOptions | None = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "moderation", b"moderation", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_options", b"prompt_cache_options", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "functions", b"functions", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "models", b"models", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_prompt_cache_key", b"_prompt_cache_key", "_prompt_cache_retention", b"_prompt_cache_retention", "_reasoning_effort", b"_reasoning_effort", "_safety_identifier", b"_safety_identifier", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "_verbosity", b"_verbosity", "audio", b"audio", "extra_fields", b"extra_fields", "frequency_penalty", b"frequency_penalty", "function_call", b"function_call", "function_call_mode", b"function_call_mode", "function_call_named", b"function_call_named", "functions", b"functions", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "models", b"models", "moderation", b"moderation", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "prompt_cache_options", b"prompt_cache_options", "prompt_cache_retention", b"prompt_cache_retention", "provider", b"provider", "provider_options", b"provider_options", "reasoning", b"reasoning", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "response_format_json_object", b"response_format_json_object", "response_format_json_schema", b"response_format_json_schema", "response_format_text", b"response_format_text", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "stop_sequences", b"stop_sequences", "stop_string", b"stop_string", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tool_choice_mode", b"tool_choice_mode", "tool_choice_named", b"tool_choice_named", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -930,6 +970,7 @@ class StreamChatCompletionResponse(_message.Message):
     SYSTEM_FINGERPRINT_FIELD_NUMBER: _builtins.int
     PROVIDER_METADATA_FIELD_NUMBER: _builtins.int
     OBFUSCATION_FIELD_NUMBER: _builtins.int
+    MODERATION_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id of the completion; the same in every chunk."""
@@ -960,6 +1001,10 @@ class StreamChatCompletionResponse(_message.Message):
         """Provider and routing metadata (Vercel, JSON key `providerMetadata`)."""
 
     @_builtins.property
+    def moderation(self) -> Global___ChatCompletionModeration:
+        """Moderation results, when the request asked for `moderation` (OpenAI)."""
+
+    @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
         """Keys not modelled here; see the package conventions in common.proto."""
 
@@ -976,11 +1021,12 @@ class StreamChatCompletionResponse(_message.Message):
         system_fingerprint: _builtins.str | None = ...,
         provider_metadata: _struct_pb2.Struct | None = ...,
         obfuscation: _builtins.str | None = ...,
+        moderation: Global___ChatCompletionModeration | None = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_obfuscation", b"_obfuscation", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "model", b"model", "obfuscation", b"obfuscation", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_obfuscation", b"_obfuscation", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "model", b"model", "moderation", b"moderation", "obfuscation", b"obfuscation", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_obfuscation", b"_obfuscation", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "model", b"model", "obfuscation", b"obfuscation", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created", b"_created", "_id", b"_id", "_model", b"_model", "_obfuscation", b"_obfuscation", "_object", b"_object", "_service_tier", b"_service_tier", "_system_fingerprint", b"_system_fingerprint", "choices", b"choices", "created", b"created", "extra_fields", b"extra_fields", "id", b"id", "model", b"model", "moderation", b"moderation", "obfuscation", b"obfuscation", "object", b"object", "provider_metadata", b"provider_metadata", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created: _TypeAlias = _typing.Literal["created"]  # noqa: Y015
     _WhichOneofArgType__created: _TypeAlias = _typing.Literal["_created", b"_created"]  # noqa: Y015
@@ -1149,6 +1195,7 @@ class ContentPart(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     CACHE_CONTROL_FIELD_NUMBER: _builtins.int
+    PROMPT_CACHE_BREAKPOINT_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Required. `text`, `image_url`, `input_audio`, `file` or `refusal`; other
@@ -1175,6 +1222,12 @@ class ContentPart(_message.Message):
         """Prompt caching breakpoint on this part (Vercel / Anthropic)."""
 
     @_builtins.property
+    def prompt_cache_breakpoint(self) -> Global___PromptCacheBreakpoint:
+        """Explicit prompt cache breakpoint at the end of this part (OpenAI), e.g.
+        `{"mode": "explicit"}`.
+        """
+
+    @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
         """Keys not modelled here; see the package conventions in common.proto."""
 
@@ -1188,11 +1241,12 @@ class ContentPart(_message.Message):
         file: Global___FileContent | None = ...,
         refusal: _builtins.str = ...,
         cache_control: Global___CacheControl | None = ...,
+        prompt_cache_breakpoint: Global___PromptCacheBreakpoint | None = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_type", b"_type", "cache_control", b"cache_control", "extra_fields", b"extra_fields", "file", b"file", "image_url", b"image_url", "input_audio", b"input_audio", "part", b"part", "refusal", b"refusal", "text", b"text", "type", b"type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_type", b"_type", "cache_control", b"cache_control", "extra_fields", b"extra_fields", "file", b"file", "image_url", b"image_url", "input_audio", b"input_audio", "part", b"part", "prompt_cache_breakpoint", b"prompt_cache_breakpoint", "refusal", b"refusal", "text", b"text", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_type", b"_type", "cache_control", b"cache_control", "extra_fields", b"extra_fields", "file", b"file", "image_url", b"image_url", "input_audio", b"input_audio", "part", b"part", "refusal", b"refusal", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_type", b"_type", "cache_control", b"cache_control", "extra_fields", b"extra_fields", "file", b"file", "image_url", b"image_url", "input_audio", b"input_audio", "part", b"part", "prompt_cache_breakpoint", b"prompt_cache_breakpoint", "refusal", b"refusal", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
     _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
@@ -2303,6 +2357,117 @@ class ApproximateLocation(_message.Message):
 Global___ApproximateLocation: _TypeAlias = ApproximateLocation  # noqa: Y015
 
 @_typing.final
+class PromptCacheOptions(_message.Message):
+    """Prompt caching options (OpenAI `prompt_cache_options`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    ttl: _builtins.str
+    """Minimum lifetime of every cache breakpoint the request writes. Defaults
+    to `30m`, so far the only value OpenAI supports.
+    """
+    mode: _builtins.str
+    """`implicit` (the default: OpenAI adds one breakpoint of its own) or
+    `explicit` (only the parts' `prompt_cache_breakpoint`s).
+    """
+    @_builtins.property
+    def extra_fields(self) -> _struct_pb2.Struct:
+        """Keys not modelled here; see the package conventions in common.proto."""
+
+    def __init__(
+        self,
+        *,
+        ttl: _builtins.str | None = ...,
+        mode: _builtins.str | None = ...,
+        extra_fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "_ttl", b"_ttl", "extra_fields", b"extra_fields", "mode", b"mode", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "_ttl", b"_ttl", "extra_fields", b"extra_fields", "mode", b"mode", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mode: _TypeAlias = _typing.Literal["mode"]  # noqa: Y015
+    _WhichOneofArgType__mode: _TypeAlias = _typing.Literal["_mode", b"_mode"]  # noqa: Y015
+    _WhichOneofReturnType__ttl: _TypeAlias = _typing.Literal["ttl"]  # noqa: Y015
+    _WhichOneofArgType__ttl: _TypeAlias = _typing.Literal["_ttl", b"_ttl"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mode) -> _WhichOneofReturnType__mode | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl) -> _WhichOneofReturnType__ttl | None: ...
+
+Global___PromptCacheOptions: _TypeAlias = PromptCacheOptions  # noqa: Y015
+
+@_typing.final
+class PromptCacheBreakpoint(_message.Message):
+    """An explicit prompt cache breakpoint on a content part (OpenAI)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """Required. Always `explicit`."""
+    @_builtins.property
+    def extra_fields(self) -> _struct_pb2.Struct:
+        """Keys not modelled here; see the package conventions in common.proto."""
+
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str | None = ...,
+        extra_fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "extra_fields", b"extra_fields", "mode", b"mode"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "extra_fields", b"extra_fields", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mode: _TypeAlias = _typing.Literal["mode"]  # noqa: Y015
+    _WhichOneofArgType__mode: _TypeAlias = _typing.Literal["_mode", b"_mode"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mode) -> _WhichOneofReturnType__mode | None: ...
+
+Global___PromptCacheBreakpoint: _TypeAlias = PromptCacheBreakpoint  # noqa: Y015
+
+@_typing.final
+class ModerationOptions(_message.Message):
+    """Moderation of a chat completion (OpenAI `moderation`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Required. The moderation model, e.g. `omni-moderation-latest`."""
+    @_builtins.property
+    def policy(self) -> _struct_pb2.Struct:
+        """The policy for the input and the output (`{"input": {...}, "output":
+        {...}}`), sent as it is. Unset, the model's default policy applies.
+        """
+
+    @_builtins.property
+    def extra_fields(self) -> _struct_pb2.Struct:
+        """Keys not modelled here; see the package conventions in common.proto."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str | None = ...,
+        policy: _struct_pb2.Struct | None = ...,
+        extra_fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "extra_fields", b"extra_fields", "model", b"model", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "extra_fields", b"extra_fields", "model", b"model", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+
+Global___ModerationOptions: _TypeAlias = ModerationOptions  # noqa: Y015
+
+@_typing.final
 class ProviderPreferences(_message.Message):
     """Provider preferences (Vercel `provider`)."""
 
@@ -3272,3 +3437,228 @@ class CompletionTokensDetails(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__text_tokens) -> _WhichOneofReturnType__text_tokens | None: ...
 
 Global___CompletionTokensDetails: _TypeAlias = CompletionTokensDetails  # noqa: Y015
+
+@_typing.final
+class ChatCompletionModeration(_message.Message):
+    """Moderation results of a chat completion (OpenAI `moderation`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def input(self) -> Global___ModerationOutcome:
+        """Moderation of the request input."""
+
+    @_builtins.property
+    def output(self) -> Global___ModerationOutcome:
+        """Moderation of the generated output."""
+
+    @_builtins.property
+    def extra_fields(self) -> _struct_pb2.Struct:
+        """Keys not modelled here; see the package conventions in common.proto."""
+
+    def __init__(
+        self,
+        *,
+        input: Global___ModerationOutcome | None = ...,
+        output: Global___ModerationOutcome | None = ...,
+        extra_fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra_fields", b"extra_fields", "input", b"input", "output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_fields", b"extra_fields", "input", b"input", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatCompletionModeration: _TypeAlias = ChatCompletionModeration  # noqa: Y015
+
+@_typing.final
+class ModerationOutcome(_message.Message):
+    """The results of one moderation, or the error that prevented it; `type`
+    says which fields apply.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """`moderation_results` or `error`; other values are kept as they are."""
+    model: _builtins.str
+    """The moderation model, with `moderation_results`."""
+    code: _builtins.str
+    """The error code, with `error`."""
+    message: _builtins.str
+    """The error message, with `error`."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModerationResult]:
+        """The results, with `moderation_results`."""
+
+    @_builtins.property
+    def extra_fields(self) -> _struct_pb2.Struct:
+        """Keys not modelled here; see the package conventions in common.proto."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str | None = ...,
+        model: _builtins.str | None = ...,
+        results: _abc.Iterable[Global___ModerationResult] | None = ...,
+        code: _builtins.str | None = ...,
+        message: _builtins.str | None = ...,
+        extra_fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_code", b"_code", "_message", b"_message", "_model", b"_model", "_type", b"_type", "code", b"code", "extra_fields", b"extra_fields", "message", b"message", "model", b"model", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_code", b"_code", "_message", b"_message", "_model", b"_model", "_type", b"_type", "code", b"code", "extra_fields", b"extra_fields", "message", b"message", "model", b"model", "results", b"results", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__code: _TypeAlias = _typing.Literal["code"]  # noqa: Y015
+    _WhichOneofArgType__code: _TypeAlias = _typing.Literal["_code", b"_code"]  # noqa: Y015
+    _WhichOneofReturnType__message: _TypeAlias = _typing.Literal["message"]  # noqa: Y015
+    _WhichOneofArgType__message: _TypeAlias = _typing.Literal["_message", b"_message"]  # noqa: Y015
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__code) -> _WhichOneofReturnType__code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message) -> _WhichOneofReturnType__message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___ModerationOutcome: _TypeAlias = ModerationOutcome  # noqa: Y015
+
+@_typing.final
+class ModerationResult(_message.Message):
+    """One moderation result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CategoriesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bool
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CategoryScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CategoryAppliedInputTypesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.ListValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.ListValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    FLAGGED_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    CATEGORY_SCORES_FIELD_NUMBER: _builtins.int
+    CATEGORY_APPLIED_INPUT_TYPES_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Always `moderation_result`."""
+    model: _builtins.str
+    """The moderation model that produced the result."""
+    flagged: _builtins.bool
+    """Whether any category flagged the content."""
+    @_builtins.property
+    def categories(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
+        """Whether each category (e.g. `violence`) flagged the content."""
+
+    @_builtins.property
+    def category_scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Score of each category, from 0 to 1."""
+
+    @_builtins.property
+    def category_applied_input_types(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.ListValue]:
+        """Input modalities (`text`, `image`) each category's score reflects."""
+
+    @_builtins.property
+    def extra_fields(self) -> _struct_pb2.Struct:
+        """Keys not modelled here; see the package conventions in common.proto."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str | None = ...,
+        model: _builtins.str | None = ...,
+        flagged: _builtins.bool | None = ...,
+        categories: _abc.Mapping[_builtins.str, _builtins.bool] | None = ...,
+        category_scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        category_applied_input_types: _abc.Mapping[_builtins.str, _struct_pb2.ListValue] | None = ...,
+        extra_fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_flagged", b"_flagged", "_model", b"_model", "_type", b"_type", "extra_fields", b"extra_fields", "flagged", b"flagged", "model", b"model", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flagged", b"_flagged", "_model", b"_model", "_type", b"_type", "categories", b"categories", "category_applied_input_types", b"category_applied_input_types", "category_scores", b"category_scores", "extra_fields", b"extra_fields", "flagged", b"flagged", "model", b"model", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__flagged: _TypeAlias = _typing.Literal["flagged"]  # noqa: Y015
+    _WhichOneofArgType__flagged: _TypeAlias = _typing.Literal["_flagged", b"_flagged"]  # noqa: Y015
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__flagged) -> _WhichOneofReturnType__flagged | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___ModerationResult: _TypeAlias = ModerationResult  # noqa: Y015
