@@ -684,6 +684,11 @@ _TRANSPORT: Mapping[TransportKind, tuple[grpc.StatusCode, str, str]] = MappingPr
             "UPSTREAM_PROTOCOL_ERROR",
             "upstream {} broke the HTTP protocol",
         ),
+        "body_cut": (
+            _Code.UNAVAILABLE,
+            "UPSTREAM_RESPONSE_INCOMPLETE",
+            "upstream {} closed the connection before the response was complete",
+        ),
         "stream_cut": (
             _Code.UNAVAILABLE,
             "STREAM_INCOMPLETE",
@@ -718,7 +723,7 @@ _TRANSPORT: Mapping[TransportKind, tuple[grpc.StatusCode, str, str]] = MappingPr
         "redirect": (
             _Code.INTERNAL,
             "UPSTREAM_REDIRECT",
-            "upstream {} redirected to another origin; the redirect was not followed so that"
+            "upstream {} answered with a redirect, which the bridge never follows so that"
             " credentials stay with the configured upstream (check the upstream URL)",
         ),
     }
@@ -773,14 +778,17 @@ def invalid_argument(field: str, description: str, *, domain: str = BRIDGE_DOMAI
 
 
 def resource_exhausted(limit_name: str, limit: int, actual: int) -> BridgeError:
-    """A request over one of the bridge's own size limits.
+    """A request over one of the bridge's own size limits (`limit_name` is the Config field).
 
     Reason REQUEST_TOO_LARGE, as for an upstream 413, so clients handle both alike; the limit's
-    name is in the message and metadata so the operator knows which setting to raise.
+    name and its flag are in the message and metadata so the operator knows which setting to
+    raise, and the caller knows by how much to shrink the request.
     """
+    flag = "--" + limit_name.replace("_", "-")
     return BridgeError(
         _Code.RESOURCE_EXHAUSTED,
-        f"request too large: {actual} exceeds the {limit_name} limit of {limit}",
+        f"request too large: {actual} bytes exceeds the bridge's {limit_name} limit of "
+        f"{limit} bytes (option {flag})",
         reason="REQUEST_TOO_LARGE",
         domain=BRIDGE_DOMAIN,
         metadata={"limitName": limit_name, "limit": str(limit), "actual": str(actual)},

@@ -34,6 +34,7 @@ TransportKind = Literal[
     "connect",
     "read_timeout",
     "reset",
+    "body_cut",
     "stream_cut",
     "deadline",
     "protocol",
@@ -51,8 +52,11 @@ TRANSPORT_RETRYABLE: Mapping[TransportKind, bool] = MappingProxyType(
         "read_timeout": True,
         "reset": True,
         "protocol": True,
-        # Messages may already have reached the caller, and retries happen only before that.
-        "stream_cut": False,
+        # The connection dropped after the response began. Before the first message reached
+        # the caller this is a reset by another name; after it, the retry loop never retries
+        # (DESIGN.md: "only before the first response message reaches the caller").
+        "body_cut": True,
+        "stream_cut": True,
         # The caller's time is spent; there is nothing left to retry into.
         "deadline": False,
         # The upstream answered (and may have billed the request); the same request would get

@@ -60,7 +60,10 @@ class Bridge:
 
 def server_options(config: Config) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
+        # Twice --max-message-bytes: the servicers check the limit themselves and answer with
+        # details naming the option (bridge.validate.message_size); grpc core's own refusal,
+        # kept beyond that to bound memory, has neither.
+        ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]

@@ -21,6 +21,7 @@ from aigateway.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
+from google.protobuf.message import Message
 
 from bridge import errors, validate
 from bridge.errors import BridgeError
@@ -60,6 +61,10 @@ def _response_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], 
 class _Base:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
+
+    def check_size(self, request: Message) -> None:
+        """Reject a request over --max-message-bytes before anything is sent upstream."""
+        validate.message_size(request, self.upstream.config.max_message_bytes)
 
     def headers(self, context: Context) -> dict[str, str]:
         return self.upstream.headers_for(context.invocation_metadata() or ())
@@ -101,6 +106,7 @@ class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):
         self, request: models_pb2.RetrieveModelRequest, context: Context
     ) -> models_pb2.RetrieveModelResponse:
         async def call() -> tuple[models_pb2.RetrieveModelResponse, httpx.Headers]:
+            self.check_size(request)
             validate.model_id(request.model)
             reply = await self.upstream.get_json(
                 self.upstream.url_for_model(request.model),
@@ -119,6 +125,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context
     ) -> chat_pb2.CreateChatCompletionResponse:
         async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, httpx.Headers]:
+            self.check_size(request)
             validate.chat(request)
             body = to_json(request)
             body.pop("stream", None)  # unary: never let extra_fields turn on streaming
@@ -136,6 +143,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.StreamChatCompletionRequest, context: Context
     ) -> AsyncIterator[chat_pb2.StreamChatCompletionResponse]:
         try:
+            self.check_size(request)
             validate.chat(request)
             body = to_json(request)
             body["stream"] = True
@@ -163,6 +171,7 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
         self, request: embeddings_pb2.CreateEmbeddingsRequest, context: Context
     ) -> embeddings_pb2.CreateEmbeddingsResponse:
         async def call() -> tuple[embeddings_pb2.CreateEmbeddingsResponse, httpx.Headers]:
+            self.check_size(request)
             validate.embeddings(request)
             reply = await self.upstream.post_json(
                 "/embeddings", to_json(request), headers=self.headers(context),

@@ -14,8 +14,8 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -183,7 +183,8 @@ class Upstream:
         if declared and declared.isdigit() and int(declared) > limit:
             raise errors.transport_error(
                 "too_large", domain=self.domain,
-                detail=f"the upstream announced {declared} bytes; the limit is {limit} bytes",
+                detail=f"it announced {declared} bytes; the limit is {limit} bytes "
+                "(--max-response-bytes)",
                 request_id=response.headers.get("x-request-id"),
             )
         parts: list[bytes] = []
@@ -194,7 +195,8 @@ class Upstream:
                 if size > limit:
                     raise errors.transport_error(
                         "too_large", domain=self.domain,
-                        detail=f"the response exceeded the limit of {limit} bytes",
+                        detail=f"the response exceeded the limit of {limit} bytes "
+                        "(--max-response-bytes)",
                         request_id=response.headers.get("x-request-id"),
                     )
                 parts.append(part)
@@ -228,21 +230,21 @@ class Upstream:
 
     def _http_error(self, response: httpx.Response, body: bytes, model: str | None) -> BridgeError:
         if 300 <= response.status_code < 400:
-            location = response.headers.get("location", "")
             return errors.transport_error(
                 "redirect", domain=self.domain,
                 request_id=response.headers.get("x-request-id"),
                 detail=f"the upstream answered {response.status_code} redirecting to "
-                f"{location.split('?')[0]!r}; redirects are not followed, so that "
-                "credentials never leave the configured origin",
+                f"{_origin(response.headers.get('location', ''))}",
             )
         return errors.from_http_response(
             response.status_code, body, response.headers, domain=self.domain, model=model
         )
 
     def _transport_error(
-        self, exc: httpx.HTTPError, deadline: float | None, response: httpx.Response | None = None
+        self, exc: httpx.HTTPError, deadline: float | None, response: httpx.Response | None = None,
+        cut: Literal["body_cut", "stream_cut"] = "body_cut",
     ) -> BridgeError:
+        """Classify an httpx failure; `cut` names a connection lost after the response began."""
         request_id = response.headers.get("x-request-id") if response is not None else None
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
@@ -254,7 +256,7 @@ class Upstream:
         elif isinstance(exc, httpx.ConnectError):
             kind = "connect"
         elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-            kind = "reset" if response is None else "stream_cut"
+            kind = "reset" if response is None else cut
         else:
             kind = "protocol"
         return errors.transport_error(kind, domain=self.domain, detail=detail, request_id=request_id)  # type: ignore[arg-type]
@@ -359,10 +361,11 @@ class EventStream:
                 yield data
         except EventTooLarge as exc:
             raise errors.transport_error(
-                "too_large", domain=up.domain, detail=str(exc), request_id=request_id
+                "too_large", domain=up.domain, detail=f"{exc} (--max-response-bytes)",
+                request_id=request_id,
             ) from None
         except httpx.HTTPError as exc:
-            raise up._transport_error(exc, self._deadline, response) from None
+            raise up._transport_error(exc, self._deadline, response, "stream_cut") from None
         raise errors.transport_error(
             "stream_cut", domain=up.domain, request_id=request_id,
             detail="the upstream closed the stream before sending [DONE]",
@@ -429,6 +432,15 @@ class EventStream:
 
 def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _origin(location: str) -> str:
+    """Where a redirect points, as scheme://host[:port] only: a path or query may carry
+    signed tokens, and the origin is all an operator needs to fix the upstream URL."""
+    parts = urlsplit(location)
+    if not parts.netloc:
+        return "a path on the same origin" if location else "nowhere (no location header)"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.scheme else parts.netloc
 
 
 def _excerpt(body: bytes, limit: int = 200) -> str:

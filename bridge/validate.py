@@ -7,13 +7,31 @@ could make the bridge itself misbehave (a model id that would escape its URL pat
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from aigateway.v1 import chat_pb2, embeddings_pb2
+from google.protobuf.message import Message
 
-from bridge.errors import BridgeError, invalid_argument
+from bridge.errors import BridgeError, invalid_argument, resource_exhausted
 
-ChatRequest = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
+ChatRequest: TypeAlias = (
+    chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
+)
 
 _MAX_MODEL_ID = 256
+
+
+def message_size(request: Message, limit: int) -> None:
+    """A request over --max-message-bytes gets RESOURCE_EXHAUSTED naming the option.
+
+    grpc core enforces a receive limit too, but its status ("Received message larger than
+    max") has no details and does not say which setting to change; the server lets requests
+    up to twice the limit through to this check (`bridge.server.server_options`) so the common
+    case of a request somewhat over the limit gets a status the caller can act on.
+    """
+    size = request.ByteSize()
+    if size > limit:
+        raise resource_exhausted("max_message_bytes", limit, size)
 
 
 def model_id(model: str, field: str = "model") -> None:
@@ -88,4 +106,4 @@ def _range(request: ChatRequest, field: str, low: float, high: float) -> None:
             raise invalid_argument(field, f"must be between {low} and {high}, got {value}")
 
 
-__all__ = ["BridgeError", "chat", "embeddings", "model_id"]
+__all__ = ["BridgeError", "chat", "embeddings", "message_size", "model_id"]

@@ -6,7 +6,9 @@ stubs. Nothing between the channel and the upstream's socket is mocked.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +57,28 @@ def bridge_config(upstream: DevUpstream, **overrides: Any) -> Config:
     }
     values.update(overrides)
     return Config.load(environ={}, **values)
+
+
+@contextlib.asynccontextmanager
+async def serving(upstream: DevUpstream, **overrides: Any) -> AsyncIterator[Stubs]:
+    """A bridge configured by `bridge_config(upstream, **overrides)`, and stubs to call it."""
+    running = await server.start(bridge_config(upstream, **overrides))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield stubs_for(channel)
+    finally:
+        await running.stop(0)
+
+
+async def wait_for(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail the test after `limit` seconds (a bound on a
+    hang, not a timing assertion: the condition normally holds within milliseconds)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

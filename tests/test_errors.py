@@ -1,8 +1,9 @@
 """Every row of DESIGN.md's error table, decoded the way a client decodes it.
 
-Each test builds the BridgeError, turns it into the grpc.Status the servicer aborts with, and
-reads `grpc-status-details-bin` back into a google.rpc.Status whose Any details it unpacks; the
-last test does the same through a real grpc.aio server and channel on loopback.
+Most tests build the BridgeError, turn it into the grpc.Status the servicer aborts with, and
+read `grpc-status-details-bin` back with `tests.richstatus`, as any client does. The last ones
+do the same through a real channel: a bare grpc.aio server, then the real bridge in front of
+the development upstream answering each row's HTTP error, unary and streamed.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import grpc.aio
 import httpx
 import pytest
+from aigateway.v1 import chat_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from bridge.devserver import DevUpstream
+from bridge.devserver import Status as DevStatus
 from bridge.errors import (
     BRIDGE_DOMAIN,
     HTTP_STATUS_TO_CODE,
@@ -33,6 +39,7 @@ from bridge.errors import (
 )
 from bridge.retry import TransportKind
 from tests import richstatus
+from tests.conftest import Stubs
 from tests.richstatus import RichStatus
 
 HOST = "ai-gateway.vercel.sh"
@@ -637,7 +644,8 @@ def test_stream_error_details() -> None:
         ("connect", Code.UNAVAILABLE, "UPSTREAM_UNREACHABLE", True),
         ("reset", Code.UNAVAILABLE, "UPSTREAM_CONNECTION_RESET", True),
         ("protocol", Code.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR", True),
-        ("stream_cut", Code.UNAVAILABLE, "STREAM_INCOMPLETE", False),
+        ("body_cut", Code.UNAVAILABLE, "UPSTREAM_RESPONSE_INCOMPLETE", True),
+        ("stream_cut", Code.UNAVAILABLE, "STREAM_INCOMPLETE", True),
         ("read_timeout", Code.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", True),
         ("deadline", Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", False),
         ("malformed", Code.INTERNAL, "MALFORMED_RESPONSE", False),
@@ -777,3 +785,107 @@ async def test_abort_reaches_a_real_client_with_details() -> None:
     assert seen.one(error_details_pb2.RequestInfo).request_id == "req_live"
     assert seen.retry_delay == 1.5
     assert seen.one(error_details_pb2.QuotaFailure).violations[0].subject == "rate_limit_exceeded"
+
+
+# --- every row end to end: a real bridge, a real upstream, a real channel ------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of DESIGN.md's error table as the upstream sends it and the caller sees it."""
+
+    name: str
+    status: int
+    body: bytes
+    code: grpc.StatusCode
+    reason: str
+    extras: frozenset[type[Message]]
+    """Detail types besides ErrorInfo and RequestInfo."""
+    retried: bool
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_BAD = error_details_pb2.BadRequest
+_RETRY = error_details_pb2.RetryInfo
+_QUOTA = error_details_pb2.QuotaFailure
+_RESOURCE = error_details_pb2.ResourceInfo
+_422 = json.dumps(
+    {"detail": [{"loc": ["body", "messages", 0, "role"], "msg": "Field required"}]}
+).encode()
+E2E_MODEL = "openai/gpt-4o-mini"
+
+ROWS = [
+    Row("400", 400, envelope("bad n", code="invalid_value", param="n"), Code.INVALID_ARGUMENT,
+        "INVALID_VALUE", frozenset({_BAD}), retried=False),
+    Row("422", 422, _422, Code.INVALID_ARGUMENT, "HTTP_422", frozenset({_BAD}), retried=False),
+    Row("401", 401, envelope("Incorrect API key", "authentication_error", "invalid_api_key"),
+        Code.UNAUTHENTICATED, "INVALID_API_KEY", frozenset(), retried=False),
+    Row("403", 403, envelope("no", "permission_error"), Code.PERMISSION_DENIED,
+        "PERMISSION_ERROR", frozenset(), retried=False),
+    Row("404", 404, envelope(f"The model `{E2E_MODEL}` does not exist", code="model_not_found"),
+        Code.NOT_FOUND, "MODEL_NOT_FOUND", frozenset({_RESOURCE}), retried=False),
+    Row("408", 408, envelope("timed out", "timeout_error"), Code.UNAVAILABLE, "TIMEOUT_ERROR",
+        frozenset({_RETRY}), retried=True),
+    Row("409", 409, envelope("conflict", "conflict_error"), Code.ABORTED, "CONFLICT_ERROR",
+        frozenset(), retried=True),
+    Row("413", 413, envelope("too big", code="request_too_large"), Code.RESOURCE_EXHAUSTED,
+        "REQUEST_TOO_LARGE", frozenset(), retried=False, headers={"retry-after": "1"}),
+    Row("429 rate limit", 429, envelope("slow down", "requests", "rate_limit_exceeded"),
+        Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", frozenset({_QUOTA, _RETRY}),
+        retried=True, headers={"retry-after-ms": "10"}),
+    Row("429 rate limit without delay", 429, envelope("slow down", "rate_limit_error"),
+        Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_ERROR", frozenset({_QUOTA}), retried=True),
+    Row("429 insufficient_quota", 429, envelope("pay up", "insufficient_quota",
+        "insufficient_quota"), Code.RESOURCE_EXHAUSTED, "INSUFFICIENT_QUOTA",
+        frozenset({_QUOTA}), retried=False, headers={"retry-after": "1"}),
+    Row("499", 499, b"", Code.CANCELLED, "HTTP_499", frozenset(), retried=False),
+    Row("500", 500, envelope("oops", "server_error"), Code.INTERNAL, "SERVER_ERROR",
+        frozenset(), retried=True),
+    Row("501", 501, envelope("nope", "server_error", "not_implemented"), Code.UNIMPLEMENTED,
+        "NOT_IMPLEMENTED", frozenset(), retried=True),
+    Row("502", 502, envelope("bad gateway", "server_error"), Code.UNAVAILABLE, "SERVER_ERROR",
+        frozenset(), retried=True),
+    Row("503 with delay", 503, envelope("busy", "server_error"), Code.UNAVAILABLE,
+        "SERVER_ERROR", frozenset({_RETRY}), retried=True, headers={"retry-after": "0"}),
+    Row("529", 529, envelope("Overloaded", "overloaded_error"), Code.UNAVAILABLE,
+        "OVERLOADED_ERROR", frozenset(), retried=True),
+    Row("504", 504, envelope("gateway timeout", "timeout_error"), Code.DEADLINE_EXCEEDED,
+        "TIMEOUT_ERROR", frozenset(), retried=True),
+    Row("other 4xx", 418, b"I'm a teapot", Code.INVALID_ARGUMENT, "HTTP_418", frozenset(),
+        retried=False),
+    Row("other 5xx", 520, b"", Code.INTERNAL, "HTTP_520", frozenset(), retried=True),
+]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+async def test_every_row_end_to_end(upstream: DevUpstream, stubs: Stubs, row: Row,
+                                    streamed: bool) -> None:
+    request_id = f"req_row_{row.status}"
+    reply = DevStatus(row.status, row.body, {"x-request-id": request_id, **row.headers})
+    upstream.program(E2E_MODEL, reply, reply, reply)
+    messages = [chat_pb2.ChatMessage(role="user", content_text="hi")]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if streamed:
+            request = chat_pb2.StreamChatCompletionRequest(model=E2E_MODEL, messages=messages)
+            async for _ in stubs.chat.StreamChatCompletion(request):
+                raise AssertionError("no message may arrive")
+        else:
+            await stubs.chat.CreateChatCompletion(
+                chat_pb2.CreateChatCompletionRequest(model=E2E_MODEL, messages=messages)
+            )
+    seen = richstatus.of_error(caught.value)
+    assert seen.code is row.code
+    assert seen.message.startswith(f"upstream returned {row.status}")
+    assert seen.reason == row.reason
+    assert seen.info.domain == "127.0.0.1"
+    assert seen.info.metadata["httpStatus"] == str(row.status)
+    assert seen.request_id == request_id
+    kinds = {type(detail) for detail in seen.details}
+    assert kinds == {error_details_pb2.ErrorInfo, error_details_pb2.RequestInfo, *row.extras}
+    if _RESOURCE in row.extras:
+        assert seen.one(_RESOURCE).resource_name == E2E_MODEL
+    if _BAD in row.extras:
+        assert seen.violations[0][0] in ("n", "messages.0.role")
+    sent = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert len(sent) == (3 if row.retried else 1)

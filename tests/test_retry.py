@@ -139,7 +139,8 @@ def test_transport_table_covers_every_kind() -> None:
         ("read_timeout", True),
         ("reset", True),
         ("protocol", True),
-        ("stream_cut", False),
+        ("body_cut", True),
+        ("stream_cut", True),  # the loop itself never retries after the first message
         ("deadline", False),
         ("too_large", False),
         ("malformed", False),

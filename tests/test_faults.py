@@ -1,0 +1,647 @@
+"""Hostile upstreams, deadlines, cancellation and bad input, end to end.
+
+Every test calls a real bridge through a real channel; the development upstream on loopback
+misbehaves as programmed (`bridge.devfaults`). What is asserted is what a caller sees (status,
+rich details decoded as any client decodes them, messages received before the failure) and
+what the upstream saw (requests, disconnects, open responses). The last tests run many calls at
+once against an upstream failing a share of them in every way, and check that nothing leaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
+from google.rpc import error_details_pb2
+
+from bridge import server
+from bridge.devfaults import Behavior
+from bridge.devserver import (
+    CutStream,
+    DevUpstream,
+    Empty,
+    Hang,
+    Html,
+    Huge,
+    MalformedJson,
+    MalformedSse,
+    Redirect,
+    Reset,
+    SlowStream,
+    Status,
+    StreamError,
+    WrongContentType,
+)
+from bridge.translate import from_json
+from tests import richstatus
+from tests.conftest import DEV_KEY, Stubs, serving, stubs_for, wait_for
+from tests.richstatus import RichStatus
+
+Code = grpc.StatusCode
+MODEL = "openai/gpt-4o-mini"
+UPSTREAM_HOST = "127.0.0.1"
+"""ErrorInfo.domain of upstream failures: the host of the dev upstream's URL."""
+
+streamed_or_not = pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+
+
+def chat(model: str = MODEL, text: str = "hello faults", **fields: Any) -> Any:
+    return chat_pb2.CreateChatCompletionRequest(
+        model=model, messages=[chat_pb2.ChatMessage(role="user", content_text=text)], **fields
+    )
+
+
+def stream_chat(model: str = MODEL, text: str = "hello faults", **fields: Any) -> Any:
+    return chat_pb2.StreamChatCompletionRequest(
+        model=model, messages=[chat_pb2.ChatMessage(role="user", content_text=text)], **fields
+    )
+
+
+@dataclass
+class Outcome:
+    """How a call ended: its code, the messages received before, and the rich status."""
+
+    code: grpc.StatusCode
+    received: int
+    rich: RichStatus | None
+
+    @property
+    def status(self) -> RichStatus:
+        assert self.rich is not None, "the call succeeded"
+        return self.rich
+
+
+async def call(
+    stubs: Stubs,
+    streamed: bool,
+    model: str = MODEL,
+    timeout: float | None = None,  # noqa: ASYNC109 - the caller's deadline, under test
+    **fields: Any,
+) -> Outcome:
+    """One chat call, unary or streamed, read to its end, however it ends."""
+    received = 0
+    try:
+        if streamed:
+            async for _ in stubs.chat.StreamChatCompletion(
+                stream_chat(model, **fields), timeout=timeout
+            ):
+                received += 1
+        else:
+            await stubs.chat.CreateChatCompletion(chat(model, **fields), timeout=timeout)
+            received = 1
+    except grpc.aio.AioRpcError as error:
+        # A deadline the client enforced itself comes without details; everything the
+        # bridge ends must have them (of_error fails otherwise).
+        trailers = dict(error.trailing_metadata() or ())
+        client_side = error.code() is Code.DEADLINE_EXCEEDED and not trailers
+        rich = None if client_side else richstatus.of_error(error)
+        return Outcome(error.code(), received, rich)
+    return Outcome(Code.OK, received, None)
+
+
+def chat_requests(upstream: DevUpstream) -> int:
+    return len([r for r in upstream.requests if r.path == "/v1/chat/completions"])
+
+
+# ------------------------------------------------------------------------ error bodies
+
+
+@streamed_or_not
+@pytest.mark.parametrize(
+    ("fault", "code", "excerpt", "retried"),
+    [
+        (Html(502), Code.UNAVAILABLE, "<html> <head><title>502 Bad Gateway", True),
+        (Html(500), Code.INTERNAL, "<html> <head><title>500 Internal Server Error", True),
+        (Html(403), Code.PERMISSION_DENIED, "<title>403 Forbidden</title>", False),
+        (Empty(503), Code.UNAVAILABLE, "with an empty body", True),
+        (Empty(401), Code.UNAUTHENTICATED, "with an empty body", False),
+        (Empty(429), Code.RESOURCE_EXHAUSTED, "with an empty body", True),
+    ],
+)
+async def test_error_pages_and_empty_bodies_map_by_status(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool, fault: Html | Empty,
+    code: grpc.StatusCode, excerpt: str, retried: bool,
+) -> None:
+    upstream.program(MODEL, fault, fault, fault)
+    outcome = await call(stubs, streamed)
+    assert (outcome.code, outcome.received) == (code, 0)
+    status = outcome.status
+    assert status.reason == f"HTTP_{fault.status}"
+    assert dict(status.info.metadata) == {"httpStatus": str(fault.status)}
+    assert status.info.domain == UPSTREAM_HOST
+    assert status.request_id and status.request_id.startswith("req_")
+    assert status.message.startswith(f"upstream returned {fault.status} ")
+    assert excerpt in status.message
+    assert chat_requests(upstream) == (3 if retried else 1)
+
+
+@streamed_or_not
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        (MalformedJson(), "not valid JSON"),
+        (WrongContentType(), "content-type 'text/plain; charset=utf-8'"),
+    ],
+)
+async def test_unreadable_200_is_internal_and_not_retried(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool, fault: Behavior, says: str
+) -> None:
+    upstream.program(MODEL, fault)
+    outcome = await call(stubs, streamed)
+    assert (outcome.code, outcome.received) == (Code.INTERNAL, 0)
+    assert outcome.status.reason == "MALFORMED_RESPONSE"
+    assert says in outcome.status.message
+    assert outcome.status.request_id
+    # The upstream answered (and may have billed) the request: the same call would get the
+    # same garbage, so it is not sent again.
+    assert chat_requests(upstream) == 1
+
+
+@pytest.mark.parametrize("after", [0, 3])
+async def test_malformed_sse_line_ends_the_stream(
+    upstream: DevUpstream, stubs: Stubs, after: int
+) -> None:
+    upstream.program(MODEL, MalformedSse(after=after))
+    outcome = await call(stubs, streamed=True)
+    assert (outcome.code, outcome.received) == (Code.INTERNAL, after)
+    assert outcome.status.reason == "MALFORMED_RESPONSE"
+    assert "a stream event is not valid JSON" in outcome.status.message
+    assert "{not json" in outcome.status.message
+    assert chat_requests(upstream) == 1
+
+
+# ------------------------------------------------------------------ errors inside a stream
+
+STREAM_ERROR_TYPES = [
+    ("rate_limit_error", "rate_limit_exceeded", Code.RESOURCE_EXHAUSTED),
+    ("invalid_request_error", None, Code.INVALID_ARGUMENT),
+    ("authentication_error", "invalid_api_key", Code.UNAUTHENTICATED),
+    ("permission_error", None, Code.PERMISSION_DENIED),
+    ("overloaded_error", None, Code.UNAVAILABLE),
+    ("server_error", None, Code.INTERNAL),
+]
+
+
+@pytest.mark.parametrize("form", ["openai", "vercel", "event"])
+@pytest.mark.parametrize(("type_", "code_", "expected"), STREAM_ERROR_TYPES)
+async def test_error_object_mid_stream_ends_with_its_status(
+    upstream: DevUpstream, stubs: Stubs, form: Any, type_: str, code_: str | None,
+    expected: grpc.StatusCode,
+) -> None:
+    upstream.program(
+        MODEL, StreamError(after=2, form=form, type=type_, code=code_, message="it broke")
+    )
+    outcome = await call(stubs, streamed=True)
+    assert (outcome.code, outcome.received) == (expected, 2)
+    status = outcome.status
+    assert status.message == "upstream reported an error in the stream: it broke"
+    assert status.reason == (code_ or type_).upper()
+    assert status.info.metadata["type"] == type_
+    assert "httpStatus" not in status.info.metadata
+    assert status.request_id and status.request_id.startswith("req_")
+    if expected is Code.RESOURCE_EXHAUSTED:
+        assert status.one(error_details_pb2.QuotaFailure).violations[0].subject == code_
+    # Errors are statuses, never messages, and nothing is retried after a message went out.
+    assert chat_requests(upstream) == 1
+
+
+@pytest.mark.parametrize("form", ["openai", "vercel", "event"])
+async def test_error_event_before_the_first_message_is_retried(
+    upstream: DevUpstream, stubs: Stubs, form: Any
+) -> None:
+    upstream.program(MODEL, StreamError(after=0, form=form, type="overloaded_error"))
+    outcome = await call(stubs, streamed=True)
+    assert outcome.code is Code.OK
+    assert outcome.received > 2
+    assert chat_requests(upstream) == 2
+
+
+async def test_unretryable_error_event_before_the_first_message_is_final(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(MODEL, StreamError(after=0, form="event", type="invalid_request_error"))
+    outcome = await call(stubs, streamed=True)
+    assert (outcome.code, outcome.received) == (Code.INVALID_ARGUMENT, 0)
+    assert chat_requests(upstream) == 1
+
+
+@streamed_or_not
+async def test_stream_error_fault_on_unary_maps_its_http_status(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool
+) -> None:
+    upstream.program(MODEL, StreamError(after=0, type="permission_error", message="no access"))
+    outcome = await call(stubs, streamed)
+    assert outcome.code is Code.PERMISSION_DENIED
+    assert "no access" in outcome.status.message
+
+
+# -------------------------------------------------------------------- cut, reset, redirect
+
+
+@pytest.mark.parametrize("after", [1, 4])
+async def test_stream_cut_before_done_is_unavailable_and_not_retried(
+    upstream: DevUpstream, stubs: Stubs, after: int
+) -> None:
+    upstream.program(MODEL, CutStream(after=after), CutStream(after=after))
+    outcome = await call(stubs, streamed=True)
+    assert (outcome.code, outcome.received) == (Code.UNAVAILABLE, after)
+    assert outcome.status.reason == "STREAM_INCOMPLETE"
+    assert "before [DONE]" in outcome.status.message
+    assert chat_requests(upstream) == 1
+
+
+async def test_stream_cut_before_any_event_is_retried(upstream: DevUpstream, stubs: Stubs) -> None:
+    upstream.program(MODEL, CutStream(after=0), CutStream(after=0), CutStream(after=0))
+    outcome = await call(stubs, streamed=True)
+    assert (outcome.code, outcome.received) == (Code.UNAVAILABLE, 0)
+    assert outcome.status.reason == "STREAM_INCOMPLETE"
+    assert chat_requests(upstream) == 3
+    upstream.program(MODEL, CutStream(after=0))
+    assert (await call(stubs, streamed=True)).code is Code.OK
+
+
+async def test_unary_body_cut_is_unavailable_and_retried(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(MODEL, CutStream(after=0), CutStream(after=0), CutStream(after=0))
+    outcome = await call(stubs, streamed=False)
+    assert outcome.code is Code.UNAVAILABLE
+    assert outcome.status.reason == "UPSTREAM_RESPONSE_INCOMPLETE"
+    assert chat_requests(upstream) == 3
+
+
+@streamed_or_not
+async def test_reset_is_unavailable_after_every_attempt(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool
+) -> None:
+    upstream.program(MODEL, Reset(), Reset(), Reset())
+    outcome = await call(stubs, streamed)
+    assert (outcome.code, outcome.received) == (Code.UNAVAILABLE, 0)
+    assert outcome.status.reason == "UPSTREAM_CONNECTION_RESET"
+    assert outcome.status.info.domain == UPSTREAM_HOST
+    assert chat_requests(upstream) == 3
+
+
+@streamed_or_not
+async def test_one_reset_is_retried_away(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool
+) -> None:
+    upstream.program(MODEL, Reset())
+    outcome = await call(stubs, streamed)
+    assert outcome.code is Code.OK
+    assert chat_requests(upstream) == 2
+
+
+async def test_connect_error_is_unavailable(upstream: DevUpstream) -> None:
+    # A port that was free a moment ago: nothing listens there.
+    probe = DevUpstream()
+    await probe.start()
+    port = probe.port
+    await probe.stop()
+    async with serving(upstream, upstream_url=f"http://127.0.0.1:{port}/v1") as stubs:
+        outcome = await call(stubs, streamed=False)
+    assert outcome.code is Code.UNAVAILABLE
+    assert outcome.status.reason == "UPSTREAM_UNREACHABLE"
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[DevUpstream]:
+    """Another origin that a redirect may point at; it must never be contacted."""
+    async with DevUpstream() as other:
+        yield other
+
+
+@streamed_or_not
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_redirect_to_another_origin_is_never_followed(
+    upstream: DevUpstream, stubs: Stubs, elsewhere: DevUpstream, streamed: bool, status: int
+) -> None:
+    location = f"{elsewhere.url}/chat/completions?token=signed-secret"
+    upstream.program(MODEL, Redirect(location, status))
+    outcome = await call(stubs, streamed)
+    assert (outcome.code, outcome.received) == (Code.INTERNAL, 0)
+    status_ = outcome.status
+    assert status_.reason == "UPSTREAM_REDIRECT"
+    assert f"http://127.0.0.1:{elsewhere.port}" in status_.message
+    for secret in ("signed-secret", "/chat/completions", DEV_KEY):
+        assert secret not in status_.message
+    assert elsewhere.requests == []
+    assert chat_requests(upstream) == 1  # a configuration problem: no retry fixes it
+    # The credential went where it was configured to go, and only there.
+    assert upstream.requests[0].headers["authorization"] == f"Bearer {DEV_KEY}"
+
+
+# ----------------------------------------------------------------------------- huge
+
+
+@pytest.fixture
+async def small_limit(upstream: DevUpstream) -> AsyncIterator[Stubs]:
+    async with serving(upstream, max_response_bytes=20_000) as stubs:
+        yield stubs
+
+
+async def test_huge_unary_response_is_refused_naming_the_limit(
+    upstream: DevUpstream, small_limit: Stubs
+) -> None:
+    upstream.program(MODEL, Huge(100_000))
+    outcome = await call(small_limit, streamed=False)
+    assert outcome.code is Code.RESOURCE_EXHAUSTED
+    assert outcome.status.reason == "RESPONSE_TOO_LARGE"
+    assert "20000 bytes" in outcome.status.message
+    assert "--max-response-bytes" in outcome.status.message
+    assert chat_requests(upstream) == 1
+    upstream.program(MODEL, Huge(10_000))  # under the limit: the same fault is fine
+    assert (await call(small_limit, streamed=False)).code is Code.OK
+
+
+async def test_huge_stream_event_is_refused_naming_the_limit(
+    upstream: DevUpstream, small_limit: Stubs
+) -> None:
+    upstream.program(MODEL, Huge(100_000))
+    outcome = await call(small_limit, streamed=True)
+    assert (outcome.code, outcome.received) == (Code.RESOURCE_EXHAUSTED, 1)
+    assert outcome.status.reason == "RESPONSE_TOO_LARGE"
+    assert "20000 bytes" in outcome.status.message
+    assert "--max-response-bytes" in outcome.status.message
+    await wait_for(lambda: upstream.active_responses == 0)
+
+
+# ------------------------------------------------------------------------ deadlines
+
+
+@streamed_or_not
+async def test_caller_deadline_ends_a_hung_upstream_and_closes_it(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool
+) -> None:
+    upstream.program(MODEL, Hang())
+    outcome = await call(stubs, streamed, timeout=0.5)
+    assert outcome.code is Code.DEADLINE_EXCEEDED
+    # The bridge dropped the upstream exchange instead of waiting on it.
+    await wait_for(lambda: upstream.disconnects == 1 and upstream.active_responses == 0)
+    assert chat_requests(upstream) == 1
+
+
+async def test_caller_deadline_mid_stream_closes_the_upstream(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(MODEL, SlowStream(interval=0.05))
+    outcome = await call(stubs, streamed=True, timeout=0.5, max_tokens=10_000)
+    assert outcome.code is Code.DEADLINE_EXCEEDED
+    assert outcome.received > 0
+    await wait_for(lambda: upstream.disconnects == 1 and upstream.active_responses == 0)
+
+
+async def test_backoff_that_cannot_fit_the_deadline_is_not_started(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    # The upstream asks for 30 s; the caller has 5 s. The bridge answers at once with the
+    # upstream's status and its RetryInfo, so the caller can decide, instead of sleeping into
+    # the deadline.
+    busy = Status(503, headers={"retry-after": "30"})
+    upstream.program(MODEL, busy, busy, busy)
+    outcome = await call(stubs, streamed=False, timeout=5)
+    assert outcome.code is Code.UNAVAILABLE
+    assert outcome.status.retry_delay == 30.0
+    assert chat_requests(upstream) == 1
+
+
+async def test_retries_stop_at_the_caller_deadline(upstream: DevUpstream) -> None:
+    # Every attempt times out after 0.3 s (a retryable failure) and ten attempts are allowed,
+    # but the caller gives the call 2 s: the bridge stops trying when the deadline comes.
+    upstream.program(MODEL, *[Hang()] * 10)
+    async with serving(upstream, max_attempts=10, upstream_timeout=0.3) as stubs:
+        outcome = await call(stubs, streamed=False, timeout=2.0)
+        assert outcome.code is Code.DEADLINE_EXCEEDED
+        await wait_for(lambda: upstream.active_responses == 0)
+    assert 2 <= chat_requests(upstream) < 10
+    assert upstream.disconnects == chat_requests(upstream)
+
+
+@streamed_or_not
+async def test_upstream_timeout_applies_without_a_caller_deadline(
+    upstream: DevUpstream, streamed: bool
+) -> None:
+    upstream.program(MODEL, Hang(), Hang())
+    async with serving(upstream, upstream_timeout=0.3, max_attempts=2) as stubs:
+        outcome = await call(stubs, streamed)
+        assert (outcome.code, outcome.received) == (Code.DEADLINE_EXCEEDED, 0)
+        assert outcome.status.reason == "UPSTREAM_TIMEOUT"
+        assert "read timeout" in outcome.status.message
+        # A timeout is retried (DESIGN.md), and every timed-out exchange was closed.
+        assert chat_requests(upstream) == 2
+        await wait_for(lambda: upstream.disconnects == 2 and upstream.active_responses == 0)
+
+
+async def test_upstream_timeout_is_the_longest_silence_in_a_stream(
+    upstream: DevUpstream,
+) -> None:
+    upstream.program(MODEL, SlowStream(interval=0.1), SlowStream(interval=1.0))
+    async with serving(upstream, upstream_timeout=0.5) as stubs:
+        steady = await call(stubs, streamed=True, max_tokens=8)
+        assert steady.code is Code.OK  # 0.1 s between events, 0.8 s in all: fine
+        silent = await call(stubs, streamed=True, max_tokens=8)
+    assert silent.code is Code.DEADLINE_EXCEEDED
+    assert silent.received == 1
+    assert silent.status.reason == "UPSTREAM_TIMEOUT"
+    await wait_for(lambda: upstream.active_responses == 0)
+
+
+# ---------------------------------------------------------------------- cancellation
+
+
+async def test_cancelled_stream_closes_the_upstream_response(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(MODEL, SlowStream(interval=0.05))
+    stream = stubs.chat.StreamChatCompletion(stream_chat(max_tokens=10_000))
+    async for _ in stream:
+        break
+    assert upstream.active_responses == 1
+    stream.cancel()
+    await wait_for(lambda: upstream.disconnects == 1 and upstream.active_responses == 0)
+    assert await stream.code() is Code.CANCELLED
+
+
+async def test_cancelled_unary_call_closes_the_upstream_request(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(MODEL, Hang())
+    unary = stubs.chat.CreateChatCompletion(chat())
+    await wait_for(lambda: upstream.active_responses == 1)
+    unary.cancel()
+    await wait_for(lambda: upstream.disconnects == 1 and upstream.active_responses == 0)
+
+
+async def test_caller_disconnect_mid_stream_closes_the_upstream_response(
+    upstream: DevUpstream, bridge: server.Bridge
+) -> None:
+    upstream.program(MODEL, SlowStream(interval=0.05))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}")
+    stream = stubs_for(channel).chat.StreamChatCompletion(stream_chat(max_tokens=10_000))
+    async for _ in stream:
+        break
+    await channel.close(grace=None)  # the caller's process goes away
+    await wait_for(lambda: upstream.disconnects == 1 and upstream.active_responses == 0)
+
+
+# ----------------------------------------------------------------------- caller input
+
+
+def _embed(**fields: Any) -> embeddings_pb2.CreateEmbeddingsRequest:
+    return embeddings_pb2.CreateEmbeddingsRequest(**fields)
+
+
+BAD_MODEL_IDS = ["../secrets", "a/../../b", "./m", "m?x=1", "m#frag", "a//b", "/a", "a/",
+                 "ctl\x01", "tab\tm", "del\x7f", "a%2F..", "back\\slash"]
+
+
+@pytest.mark.parametrize("model", BAD_MODEL_IDS)
+async def test_model_ids_that_could_escape_their_path_are_refused(
+    upstream: DevUpstream, stubs: Stubs, model: str
+) -> None:
+    calls = [
+        stubs.models.RetrieveModel(models_pb2.RetrieveModelRequest(model=model)),
+        stubs.chat.CreateChatCompletion(chat(model)),
+        stubs.embeddings.CreateEmbeddings(_embed(model=model, input_text="x")),
+    ]
+    for pending in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pending
+        status = richstatus.of_error(caught.value)
+        assert status.code is Code.INVALID_ARGUMENT
+        assert status.reason == "INVALID_REQUEST"
+        assert status.info.domain == "bridge"
+        assert status.violations[0][0] == "model"
+    outcome = await call(stubs, streamed=True, model=model)
+    assert outcome.code is Code.INVALID_ARGUMENT
+    assert upstream.requests == []
+
+
+def _reasoning_both() -> Any:
+    return chat(reasoning=chat_pb2.ReasoningConfig(effort="high", max_tokens=100))
+
+
+INVALID_REQUESTS: list[tuple[str, Callable[[Stubs], Any], str]] = [
+    ("no model", lambda s: s.chat.CreateChatCompletion(chat(model="")), "model"),
+    (
+        "no messages",
+        lambda s: s.chat.CreateChatCompletion(chat_pb2.CreateChatCompletionRequest(model=MODEL)),
+        "messages",
+    ),
+    (
+        "message without role",
+        lambda s: s.chat.CreateChatCompletion(
+            chat_pb2.CreateChatCompletionRequest(
+                model=MODEL, messages=[chat_pb2.ChatMessage(content_text="hi")]
+            )
+        ),
+        "messages[0].role",
+    ),
+    (
+        "reasoning effort and max_tokens",
+        lambda s: s.chat.CreateChatCompletion(_reasoning_both()),
+        "reasoning.max_tokens",
+    ),
+    ("temperature", lambda s: s.chat.CreateChatCompletion(chat(temperature=3.0)), "temperature"),
+    ("top_logprobs", lambda s: s.chat.CreateChatCompletion(chat(top_logprobs=3)), "top_logprobs"),
+    ("no input", lambda s: s.embeddings.CreateEmbeddings(_embed(model=MODEL)), "input"),
+    (
+        "empty input list",
+        lambda s: s.embeddings.CreateEmbeddings(
+            from_json_embeddings({"model": MODEL, "input": []})
+        ),
+        "input",
+    ),
+    (
+        "empty token list",
+        lambda s: s.embeddings.CreateEmbeddings(
+            _embed(
+                model=MODEL,
+                input_token_lists=common_pb2.Int64ListList(
+                    values=[common_pb2.Int64List(values=[1, 2]), common_pb2.Int64List()]
+                ),
+            )
+        ),
+        "input",
+    ),
+    (
+        "encoding format",
+        lambda s: s.embeddings.CreateEmbeddings(
+            _embed(model=MODEL, input_text="x", encoding_format="base85")
+        ),
+        "encoding_format",
+    ),
+]
+
+
+def from_json_embeddings(data: dict[str, Any]) -> embeddings_pb2.CreateEmbeddingsRequest:
+    return from_json(embeddings_pb2.CreateEmbeddingsRequest, data)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [(make, field) for _, make, field in INVALID_REQUESTS],
+    ids=[name for name, _, _ in INVALID_REQUESTS],
+)
+async def test_invalid_input_is_refused_before_the_upstream(
+    upstream: DevUpstream, stubs: Stubs, make: Callable[[Stubs], Any], field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await make(stubs)
+    status = richstatus.of_error(caught.value)
+    assert status.code is Code.INVALID_ARGUMENT
+    assert status.reason == "INVALID_REQUEST"
+    assert [f for f, _ in status.violations] == [field]
+    assert status.message.startswith(f"invalid request: {field}: ")
+    assert upstream.requests == []
+
+
+async def test_invalid_streamed_request_is_refused_before_the_upstream(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    request = stream_chat(reasoning=chat_pb2.ReasoningConfig(effort="low", max_tokens=10))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stubs.chat.StreamChatCompletion(request):
+            pass
+    assert richstatus.of_error(caught.value).violations[0][0] == "reasoning.max_tokens"
+    assert upstream.requests == []
+
+
+@pytest.fixture
+async def small_messages(upstream: DevUpstream) -> AsyncIterator[Stubs]:
+    async with serving(upstream, max_message_bytes=4096) as stubs:
+        yield stubs
+
+
+@streamed_or_not
+async def test_oversized_request_names_the_limit(
+    upstream: DevUpstream, small_messages: Stubs, streamed: bool
+) -> None:
+    outcome = await call(small_messages, streamed, text="x" * 5000)
+    assert outcome.code is Code.RESOURCE_EXHAUSTED
+    status = outcome.status
+    assert status.reason == "REQUEST_TOO_LARGE"
+    assert status.info.domain == "bridge"
+    assert status.info.metadata["limitName"] == "max_message_bytes"
+    assert status.info.metadata["limit"] == "4096"
+    assert int(status.info.metadata["actual"]) > 5000
+    assert "--max-message-bytes" in status.message
+    assert upstream.requests == []
+    # A request under the limit goes through on the same bridge.
+    assert (await call(small_messages, streamed, text="x" * 1000)).code is Code.OK
+
+
+async def test_far_oversized_request_is_still_refused(
+    upstream: DevUpstream, small_messages: Stubs
+) -> None:
+    # Beyond twice the limit grpc core refuses the message before the bridge sees it (its
+    # status has no details, but it does give both sizes).
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await small_messages.chat.CreateChatCompletion(chat(text="x" * 20_000))
+    assert caught.value.code() is Code.RESOURCE_EXHAUSTED
+    assert "8192" in (caught.value.details() or "")
+    assert upstream.requests == []
