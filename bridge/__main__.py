@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps(config.masked(), indent=2))
             return 0
-        logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr)
+        from bridge import logs
+
+        logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
         from bridge.server import serve
 
         return asyncio.run(serve(config))

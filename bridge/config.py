@@ -109,6 +109,33 @@ class Config:
         env="BRIDGE_SHUTDOWN_GRACE",
     )
 
+    # ------------------------------------------------------------------ observability
+    log_format: str = _opt(
+        "text",
+        "Log line format: `text` for a terminal, `json` (one object per line) for log "
+        "collectors. Each call logs one line (logger bridge.access).",
+        env="BRIDGE_LOG_FORMAT",
+    )
+    metrics_listen: str | None = _opt(
+        None,
+        "HOST:PORT to serve Prometheus metrics on, at /metrics (e.g. 0.0.0.0:9464); unset: "
+        "no metrics endpoint.",
+        env="BRIDGE_METRICS_LISTEN",
+    )
+    metrics_dir: str | None = _opt(
+        None,
+        "Directory where worker processes keep their metric values so that a scrape sums "
+        "them (prometheus_client multiprocess mode); --workers sets one up when unset.",
+        env="PROMETHEUS_MULTIPROC_DIR",
+    )
+    trace_exporter: str = _opt(
+        "none",
+        "Where OpenTelemetry spans go (needs the `otel` extra): `none` uses the process's "
+        "global tracer provider (a no-op unless e.g. opentelemetry-instrument set one up), "
+        "`console` prints them, `otlp` sends them to OTEL_EXPORTER_OTLP_ENDPOINT.",
+        env="BRIDGE_TRACE_EXPORTER",
+    )
+
     # ------------------------------------------------------------------ derived values
 
     @property
@@ -183,9 +210,28 @@ class Config:
         split_host_port(self.listen)
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
+        self._validate_observability()
         for name in ("connect_timeout", "upstream_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+
+    def _validate_observability(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be 'text' or 'json', got {self.log_format!r}")
+        if self.metrics_listen is not None:
+            try:
+                split_host_port(self.metrics_listen)
+            except ConfigError:
+                raise ConfigError(
+                    f"--metrics-listen must be HOST:PORT, got {self.metrics_listen!r}"
+                ) from None
+            if self.metrics_listen == self.listen and not self.metrics_listen.endswith(":0"):
+                raise ConfigError("--metrics-listen must differ from --listen")
+        if self.trace_exporter not in ("none", "console", "otlp"):
+            raise ConfigError(
+                "--trace-exporter must be 'none', 'console' or 'otlp', got "
+                f"{self.trace_exporter!r}"
+            )
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a dict, secrets replaced, for printing and logs."""

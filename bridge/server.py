@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bridge.config import Config
+from bridge.observe import Observability
 from bridge.service import ChatService, EmbeddingsService, ModelsService
 from bridge.upstream import Upstream
 
@@ -41,6 +42,7 @@ class Bridge:
     health: health.aio.HealthServicer
     port: int
     config: Config
+    observability: Observability | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -56,6 +58,8 @@ class Bridge:
         await self.set_serving(False)
         await self.server.stop(grace)
         await self.upstream.aclose()
+        if self.observability is not None:
+            await self.observability.aclose()
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:
@@ -71,8 +75,13 @@ def server_options(config: Config) -> list[tuple[str, int]]:
 
 async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     """Build and start the server on `config.listen` (port 0 picks a free one)."""
+    # Metrics, the access log and spans: outermost, so they also see refused calls.
+    observability = await Observability.start(config)
     upstream = upstream or Upstream(config)
-    server = grpc.aio.server(options=server_options(config))
+    observability.attach(upstream)
+    server = grpc.aio.server(
+        options=server_options(config), interceptors=observability.interceptors
+    )
     models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsService(upstream), server)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
     embeddings_pb2_grpc.add_EmbeddingsServiceServicer_to_server(
@@ -87,9 +96,10 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     port = server.add_insecure_port(config.listen)
     if port == 0:
         await upstream.aclose()
+        await observability.aclose()
         raise OSError(f"could not bind {config.listen}")
     await server.start()
-    bridge = Bridge(server, upstream, health_servicer, port, config)
+    bridge = Bridge(server, upstream, health_servicer, port, config, observability)
     await bridge.set_serving(True)
     return bridge
 

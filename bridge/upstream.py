@@ -22,6 +22,7 @@ import httpx
 from bridge import errors
 from bridge.config import Config
 from bridge.errors import BridgeError
+from bridge.observe import UpstreamHooks
 from bridge.retry import RetryPolicy
 from bridge.sse import EventTooLarge, SSEDecoder
 
@@ -65,6 +66,8 @@ class Upstream:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        # Set by bridge.observe: told about every attempt (metrics, spans, access log).
+        self.hooks: UpstreamHooks | None = None
         self.base_url = config.upstream_url.rstrip("/")
         self.domain = config.upstream_host
         self.policy = RetryPolicy(
@@ -163,10 +166,19 @@ class Upstream:
             method, self.base_url + path, content=content, headers=request_headers,
             timeout=timeout,
         )
+        if self.hooks is not None:
+            self.hooks.started(request)
         try:
-            return await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, deadline) from None
+            response = await self._client.send(request, stream=True)
+        except BaseException as exc:
+            if self.hooks is not None:
+                self.hooks.failed(request, exc)
+            if isinstance(exc, httpx.HTTPError):
+                raise self._transport_error(exc, deadline) from None
+            raise
+        if self.hooks is not None:
+            self.hooks.responded(request, response)
+        return response
 
     def _timeout(self, deadline: float | None) -> httpx.Timeout:
         read = self.config.upstream_timeout

@@ -1,0 +1,442 @@
+"""Watching every call: a gRPC server interceptor and hooks on each upstream attempt.
+
+The interceptor wraps each handler, so it sees the request (the model asked for), every
+response (usage, the first chunk of a stream) and the final status, whatever the servicer
+did; the upstream hooks see each HTTP attempt (status, latency, retries). A context variable
+ties the two together: the hooks run inside the servicer's task, so they find the call they
+belong to, and the access log line can name the upstream's x-request-id and attempt count.
+
+Out of all this come the Prometheus metrics (bridge.metrics), one access log line per call
+(logger `bridge.access`) and OpenTelemetry spans (bridge.tracing). Nothing here looks at
+message content beyond `model` and `usage`, nor at any credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+
+from bridge import tracing
+from bridge.config import Config, ConfigError, split_host_port
+from bridge.metrics import Metrics, MetricsServer
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("bridge.access")
+
+# Probes call these every few seconds: their lines go to DEBUG, not to every INFO log.
+QUIET_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+MAX_ID_LENGTH = 128
+
+
+@dataclass
+class Call:
+    """What is known about one gRPC call while it runs."""
+
+    service: str
+    method: str
+    kind: str
+    started: float
+    model: str | None = None
+    request_id: str | None = None
+    attempts: int = 0
+    upstream_status: int | None = None
+    upstream_request_id: str | None = None
+    first_message: bool = False
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+_current: contextvars.ContextVar[Call | None] = contextvars.ContextVar("bridge_call", default=None)
+
+
+def current_call() -> Call | None:
+    return _current.get()
+
+
+def _split_method(full: str) -> tuple[str, str]:
+    service, _, method = full.lstrip("/").rpartition("/")
+    return service or "unknown", method or full
+
+
+def _clean_id(value: str | bytes | None) -> str | None:
+    """A caller-supplied id, bounded and printable, fit for a log line."""
+    if not isinstance(value, str) or not value:
+        return None
+    value = value[:MAX_ID_LENGTH]
+    return value if value.isprintable() else value.encode("unicode_escape").decode()
+
+
+def _usage_of(message: Any) -> dict[str, int]:
+    """prompt/completion/total tokens of a response's `usage`, when it has one set."""
+    try:
+        if not message.HasField("usage"):
+            return {}
+    except (ValueError, AttributeError):
+        return {}
+    usage = message.usage
+    found: dict[str, int] = {}
+    for kind in ("prompt", "completion", "total"):
+        name = f"{kind}_tokens"
+        try:
+            if usage.HasField(name):
+                found[kind] = int(getattr(usage, name))
+        except ValueError:
+            value = getattr(usage, name, 0)
+            if value:
+                found[kind] = int(value)
+    return found
+
+
+def _model_of(message: Any) -> str | None:
+    model = getattr(message, "model", None)
+    return model if isinstance(model, str) and model else None
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every handler of the server with metrics, the access log and a server span."""
+
+    def __init__(self, metrics: Metrics | None, tracer: tracing.Tracing | None) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, method = _split_method(handler_call_details.method)
+        if handler.unary_unary is not None:
+            return handler._replace(
+                unary_unary=self._wrap(handler.unary_unary, service, method, "unary")
+            )
+        if handler.unary_stream is not None:
+            return handler._replace(
+                unary_stream=self._wrap(handler.unary_stream, service, method, "server_stream")
+            )
+        if handler.stream_unary is not None:
+            return handler._replace(
+                stream_unary=self._wrap(handler.stream_unary, service, method, "client_stream")
+            )
+        return handler._replace(
+            stream_stream=self._wrap(handler.stream_stream, service, method, "bidi_stream")
+        )
+
+    def _wrap(
+        self, behavior: Callable[..., Any], service: str, method: str, kind: str
+    ) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                call, span = self._begin(service, method, kind, request, context)
+                error: BaseException | None = None
+                try:
+                    async for response in behavior(request, context):
+                        self._message(call, response)
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    self._end(call, span, context, error)
+
+            return streaming
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call, span = self._begin(service, method, kind, request, context)
+            error: BaseException | None = None
+            try:
+                response = await behavior(request, context)
+                if response is not None:
+                    self._message(call, response)
+                return response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._end(call, span, context, error)
+
+        return unary
+
+    # ------------------------------------------------------------------ per call
+
+    def _begin(
+        self,
+        service: str,
+        method: str,
+        kind: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[Call, tuple[Any, object] | None]:
+        metadata = tuple(context.invocation_metadata() or ())
+        call = Call(service, method, kind, time.perf_counter())
+        if kind in ("unary", "server_stream"):
+            call.model = _model_of(request)
+        for key, value in metadata:
+            if key == "x-request-id":
+                call.request_id = _clean_id(value)
+        _current.set(call)
+        if self.metrics is not None:
+            self.metrics.in_flight.labels(service, method, kind).inc()
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_server_span(service, method, metadata)
+        return call, span
+
+    def _message(self, call: Call, response: Any) -> None:
+        if not call.first_message:
+            call.first_message = True
+            if call.kind == "server_stream" and self.metrics is not None:
+                self.metrics.first_message_seconds.labels(call.service, call.method).observe(
+                    time.perf_counter() - call.started
+                )
+        usage = _usage_of(response)
+        if usage:
+            model = _model_of(response) or call.model
+            for kind, value in usage.items():
+                call.usage[kind] = call.usage.get(kind, 0) + value
+            if self.metrics is not None:
+                self.metrics.count_usage(model, usage)
+
+    def _end(
+        self,
+        call: Call,
+        span: tuple[Any, object] | None,
+        context: grpc.aio.ServicerContext,
+        error: BaseException | None,
+    ) -> None:
+        elapsed = time.perf_counter() - call.started
+        code = _status_of(context, error)
+        if self.metrics is not None:
+            labels = (call.service, call.method, call.kind)
+            self.metrics.in_flight.labels(*labels).dec()
+            self.metrics.calls.labels(*labels, code).inc()
+            self.metrics.call_seconds.labels(*labels).observe(elapsed)
+        trace_id = None
+        if span is not None and self.tracer is not None:
+            trace_id = _trace_id(span[0])
+            self.tracer.end_server_span(
+                span[0],
+                span[1],
+                code,
+                {
+                    "aigateway.model": call.model,
+                    "aigateway.upstream.attempts": call.attempts or None,
+                },
+            )
+        fields: dict[str, Any] = {
+            "grpc_method": f"{call.service}/{call.method}",
+            "grpc_code": code,
+            "duration_ms": round(elapsed * 1000, 1),
+        }
+        optional = {
+            "model": call.model,
+            "request_id": call.request_id,
+            "upstream_request_id": call.upstream_request_id,
+            "upstream_status": call.upstream_status,
+            "upstream_attempts": call.attempts or None,
+            "trace_id": trace_id,
+        }
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        for kind, value in call.usage.items():
+            fields[f"{kind}_tokens"] = value
+        level = logging.DEBUG if call.service in QUIET_SERVICES else logging.INFO
+        access_log.log(level, "grpc call", extra=fields)
+
+
+def _status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    """The status the caller sees, as a grpc.StatusCode name."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    code = None
+    try:
+        code = context.code()
+    except Exception:  # older grpc: no code() on aio contexts
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return str(candidate.name)
+    if error is not None and not isinstance(error, grpc.aio.AbortError):
+        return "UNKNOWN"
+    return "OK"
+
+
+def _trace_id(span: Any) -> str | None:
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
+
+
+# ------------------------------------------------------------------------------ upstream side
+
+_ROUTES = ("/chat/completions", "/embeddings", "/models")
+
+
+def route_of(path: str, base_path: str) -> str:
+    """The path template of an upstream request: bounded, no model ids in metric labels."""
+    if base_path and path.startswith(base_path):
+        path = path[len(base_path) :]
+    if path.startswith("/models/"):
+        return "/models/{model}"
+    return path if path in _ROUTES else "other"
+
+
+class UpstreamHooks:
+    """Called by bridge.upstream around every HTTP attempt (see `Upstream.hooks`)."""
+
+    def __init__(
+        self, metrics: Metrics | None, tracer: tracing.Tracing | None, base_url: str
+    ) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+        self.base_path = httpx.URL(base_url).path.rstrip("/")
+        self.host = httpx.URL(base_url).host
+
+    def started(self, request: httpx.Request) -> None:
+        route = route_of(request.url.path, self.base_path)
+        call = _current.get()
+        attempt = 1
+        if call is not None:
+            call.attempts += 1
+            attempt = call.attempts
+        if attempt > 1 and self.metrics is not None:
+            self.metrics.upstream_retries.labels(request.method, route).inc()
+        request.extensions["bridge_observed"] = (route, time.perf_counter())
+        if self.tracer is not None:
+            span = self.tracer.start_client_span(
+                request.method, route, self.host, attempt, request.headers
+            )
+            request.extensions["bridge_span"] = span
+
+    def responded(self, request: httpx.Request, response: httpx.Response) -> None:
+        route, started = request.extensions.get("bridge_observed", ("other", time.perf_counter()))
+        if self.metrics is not None:
+            self.metrics.upstream_requests.labels(
+                request.method, route, str(response.status_code)
+            ).inc()
+            self.metrics.upstream_seconds.labels(request.method, route).observe(
+                time.perf_counter() - started
+            )
+        call = _current.get()
+        if call is not None:
+            call.upstream_status = response.status_code
+            call.upstream_request_id = _clean_id(response.headers.get("x-request-id"))
+        span = request.extensions.get("bridge_span")
+        if span is not None:
+            tracing.Tracing.client_responded(span, response.status_code)
+            # The attempt lasts until its body is read or the stream is closed.
+            response.stream = _EndSpanOnClose(response.stream, span)
+
+    def failed(self, request: httpx.Request, error: BaseException) -> None:
+        route, started = request.extensions.get("bridge_observed", ("other", time.perf_counter()))
+        if self.metrics is not None:
+            status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
+            self.metrics.upstream_requests.labels(request.method, route, status).inc()
+            self.metrics.upstream_seconds.labels(request.method, route).observe(
+                time.perf_counter() - started
+            )
+        span = request.extensions.get("bridge_span")
+        if span is not None:
+            tracing.Tracing.client_failed(span, error)
+
+
+class _EndSpanOnClose(httpx.AsyncByteStream):
+    """The response body stream, ending the attempt's span when httpx closes it."""
+
+    def __init__(self, inner: Any, span: Any) -> None:
+        self._inner = inner
+        self._span = span
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._span is not None:
+                self._span.end()
+                self._span = None
+
+
+# ------------------------------------------------------------------------------ assembly
+
+
+def host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass
+class Observability:
+    """What `server.start` installs: the interceptor, the upstream hooks, the metrics port."""
+
+    interceptor: CallInterceptor
+    metrics: Metrics | None
+    metrics_server: MetricsServer | None
+    tracer: tracing.Tracing | None
+
+    @classmethod
+    async def start(cls, config: Config) -> Observability:
+        metrics = None
+        server = None
+        if getattr(config, "metrics_listen", None):
+            host, port = split_host_port(config.metrics_listen)  # type: ignore[arg-type]
+            workers = int(getattr(config, "workers", 1) or 1)
+            directory = getattr(config, "metrics_dir", None)
+            if workers > 1 and not directory:
+                raise ConfigError(
+                    "--workers > 1 with --metrics-listen needs a shared metrics directory "
+                    "(--metrics-dir / PROMETHEUS_MULTIPROC_DIR); the supervisor sets one"
+                )
+            metrics = Metrics(multiprocess_dir=directory)
+            server = await MetricsServer.start(metrics, host, port, reuse_port=workers > 1)
+            log.info(
+                "metrics endpoint",
+                extra={"metrics_url": f"http://{host_for_url(host)}:{server.port}/metrics"},
+            )
+        tracer = None
+        exporter = getattr(config, "trace_exporter", "none")
+        if tracing.AVAILABLE or exporter != "none":
+            try:
+                tracer = tracing.Tracing(exporter)
+            except tracing.TracingUnavailable as exc:
+                if server is not None:
+                    await server.aclose()
+                raise ConfigError(str(exc)) from None
+        return cls(CallInterceptor(metrics, tracer), metrics, server, tracer)
+
+    @property
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return [self.interceptor]
+
+    def attach(self, upstream: Any) -> None:
+        """Observe the upstream's attempts (metrics, spans, the access log's upstream ids)."""
+        upstream.hooks = UpstreamHooks(self.metrics, self.tracer, upstream.base_url)
+
+    async def aclose(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.aclose()
+        if self.tracer is not None:
+            self.tracer.shutdown()
