@@ -1,17 +1,30 @@
 """The one translation layer between OpenAI-style JSON and the `aigateway.v1` messages.
 
+The bridge uses it for every request and response, and it is public so that Python users can
+do the same (README, "Python translation API"):
+
+* `from_json(MessageType, data)` / `to_json(msg)`: any message, from and to decoded JSON;
+  `from_json_bytes` and `to_json_bytes` for JSON text. Raises only `TranslationError`.
+* Typed shortcuts for each OpenAI document: `chat_request_from_json`,
+  `stream_chat_request_from_json`, `embeddings_request_from_json`,
+  `chat_completion_from_json`, `chat_chunk_from_json`, `embeddings_from_json`,
+  `model_list_from_json`, `model_from_json`; and `request_body(request)`, the exact JSON
+  the bridge sends upstream for a request message.
+
 It is driven by the message descriptors, so a field added to the protos is translated
 without code here. The rules (also written at the top of common.proto):
 
 * A field's JSON key is its name (or the camelCase key in `_JSON_KEYS`).
 * A oneof whose members are all named `<oneof>_<variant>` is a JSON union: the JSON key is
   the oneof name and the JSON value's form picks the member (a string, an array, an object
-  whose `type` is `<variant>`, ...). Other oneofs are plain: each member is its own key.
+  whose `type` is `<variant>`, ...). Other oneofs are plain: each member is its own key;
+  if JSON has two of them, the first is typed and the second kept in `extra_fields`.
 * Messages with a single repeated field `values` stand for JSON arrays inside unions.
 * `extra_fields` holds every key the message does not model and every value its typed
   field cannot hold: `null`, an empty array or object (so presence survives), a value of
   an unexpected JSON type. `to_json` merges it back, so JSON -> proto -> JSON is exact
-  (integers in free-form JSON stay integers, within +-2**53).
+  (integers in free-form JSON stay integers, within +-2**53). The one loss: a lone UTF-16
+  surrogate escaped in JSON (`"\\ud83d"`) cannot be a protobuf string and becomes U+FFFD.
 
 Plans are compiled once per message type; the per-call work is a dict lookup and a
 setattr per key, which keeps streaming chunk translation cheap.
@@ -25,17 +38,29 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.message import Message
 
 __all__ = [
     "EXTRA_FIELDS",
+    "ChatRequest",
     "TranslationError",
+    "chat_chunk_from_json",
+    "chat_completion_from_json",
+    "chat_request_from_json",
+    "embeddings_from_json",
+    "embeddings_request_from_json",
     "from_json",
     "from_json_bytes",
+    "model_from_json",
+    "model_list_from_json",
+    "request_body",
+    "stream_chat_request_from_json",
     "struct_to_python",
     "to_json",
+    "to_json_bytes",
     "value_to_python",
 ]
 
@@ -169,9 +194,21 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(field.is_repeated)
 
 
+def _is_synthetic(oneof: OneofDescriptor) -> bool:
+    """The oneof protoc makes for a proto3 `optional` field, not one written in the proto."""
+    fields = oneof.fields
+    return len(fields) == 1 and oneof.name == "_" + fields[0].name
+
+
 def _compile(descriptor: Descriptor, plan: _Plan) -> None:
-    unions = [o for o in descriptor.oneofs if _is_union(o) and not o.name.startswith("_")]
+    unions = [o for o in descriptor.oneofs if _is_union(o) and not _is_synthetic(o)]
     in_union = {f.name for o in unions for f in o.fields}
+    plain = {
+        f.name: o.name
+        for o in descriptor.oneofs
+        if not _is_union(o) and not _is_synthetic(o)
+        for f in o.fields
+    }
     for field in descriptor.fields:
         if field.name == EXTRA_FIELDS:
             plan.has_extra = True
@@ -179,7 +216,10 @@ def _compile(descriptor: Descriptor, plan: _Plan) -> None:
         if field.name in in_union:
             continue
         key = _JSON_KEYS.get(field.name, field.name)
-        plan.readers[key] = _field_reader(field)
+        reader = _field_reader(field)
+        if field.name in plain:
+            reader = _first_member_wins(reader, plain[field.name], field.name)
+        plan.readers[key] = reader
         plan.writers[field.number] = (key, _field_writer(field))
     for oneof in unions:
         plan.readers[oneof.name] = _union_reader(oneof)
@@ -190,6 +230,18 @@ def _compile(descriptor: Descriptor, plan: _Plan) -> None:
                 else _field_writer(field)
             )
             plan.writers[field.number] = (oneof.name, writer)
+
+
+def _first_member_wins(reader: Reader, oneof: str, name: str) -> Reader:
+    """Members of a plain oneof are separate JSON keys (`text`, `image_url`, ...). When JSON
+    has two of them, the second goes to extra_fields instead of silently replacing the first.
+    """
+
+    def read(msg: Message, value: Any) -> bool:
+        current = msg.WhichOneof(oneof)
+        return (current is None or current == name) and reader(msg, value)
+
+    return read
 
 
 # Scalars ------------------------------------------------------------------
@@ -443,7 +495,8 @@ def _union_reader(oneof: OneofDescriptor) -> Reader:
     def read(msg: Message, value: Any) -> bool:
         kind = type(value)
         if kind is dict and len(objects) > 1:
-            variant = by_variant.get(value.get("type"))  # type: ignore[arg-type]
+            tag = value.get("type")
+            variant = by_variant.get(tag) if type(tag) is str else None
             candidates = [variant] if variant is not None else []
         elif kind is int or kind is float:
             candidates = numbers
@@ -550,8 +603,25 @@ def from_json(message_type: type[M], data: Any) -> M:
             f"got {type(data).__name__}"
         )
     msg = message_type()
-    _fill(msg, data)
+    try:
+        _fill(msg, data)
+    except UnicodeEncodeError:
+        # JSON may escape a lone UTF-16 surrogate ("\ud83d", half of an emoji); protobuf
+        # strings must be valid UTF-8. Such characters become U+FFFD, as in any UTF-8 decoder,
+        # rather than failing the whole message. The only lossy case, and off the fast path.
+        msg = message_type()
+        _fill(msg, _replace_surrogates(data))
     return msg
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if type(value) is str:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if type(value) is dict:
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_replace_surrogates(v) for v in value]
+    return value
 
 
 def from_json_bytes(message_type: type[M], raw: bytes | str) -> M:
@@ -581,3 +651,83 @@ def to_json(msg: Message) -> dict[str, Any]:
             if key not in out:
                 out[key] = value_to_python(item)
     return out
+
+
+def to_json_bytes(msg: Message) -> bytes:
+    """The message as compact UTF-8 JSON text (what goes on the wire to the upstream)."""
+    return json.dumps(to_json(msg), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --------------------------------------------------------------------------- typed shortcuts
+# One function per OpenAI JSON document, so that callers get the right message type (and
+# type checkers the right return type) without naming it. `to_json` is the inverse of each.
+
+ChatRequest = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
+"""Either chat request message: the two share every field but `stream_options`."""
+
+
+def _chat_request(message_type: type[M], data: Any, stream: bool) -> M:
+    if type(data) is dict and "stream" in data:
+        if data["stream"] not in (stream, None):
+            other = "stream_chat_request_from_json" if data["stream"] else "chat_request_from_json"
+            raise TranslationError(f'"stream": {json.dumps(data["stream"])} needs {other}')
+        data = {k: v for k, v in data.items() if k != "stream"}
+    return from_json(message_type, data)
+
+
+def chat_request_from_json(data: Any) -> chat_pb2.CreateChatCompletionRequest:
+    """An OpenAI `POST /chat/completions` body as the request of CreateChatCompletion.
+
+    `"stream": false` is dropped (the RPC decides); `"stream": true` is a TranslationError.
+    """
+    return _chat_request(chat_pb2.CreateChatCompletionRequest, data, stream=False)
+
+
+def stream_chat_request_from_json(data: Any) -> chat_pb2.StreamChatCompletionRequest:
+    """An OpenAI chat body as the request of StreamChatCompletion; `"stream": true` is
+    dropped (the RPC streams), `"stream": false` is a TranslationError."""
+    return _chat_request(chat_pb2.StreamChatCompletionRequest, data, stream=True)
+
+
+def embeddings_request_from_json(data: Any) -> embeddings_pb2.CreateEmbeddingsRequest:
+    """An OpenAI `POST /embeddings` body as the request of CreateEmbeddings."""
+    return from_json(embeddings_pb2.CreateEmbeddingsRequest, data)
+
+
+def request_body(
+    request: ChatRequest | embeddings_pb2.CreateEmbeddingsRequest,
+) -> dict[str, Any]:
+    """The JSON body the bridge sends upstream for `request`: `to_json`, with `stream` set by
+    the RPC (true for StreamChatCompletionRequest, absent otherwise) whatever extra_fields
+    says, so a stray key cannot turn a unary call into a stream or the reverse."""
+    body = to_json(request)
+    if isinstance(request, chat_pb2.StreamChatCompletionRequest):
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    return body
+
+
+def chat_completion_from_json(data: Any) -> chat_pb2.CreateChatCompletionResponse:
+    """A `chat.completion` object (the unary chat response)."""
+    return from_json(chat_pb2.CreateChatCompletionResponse, data)
+
+
+def chat_chunk_from_json(data: Any) -> chat_pb2.StreamChatCompletionResponse:
+    """One `chat.completion.chunk` (the JSON of one server-sent event of a chat stream)."""
+    return from_json(chat_pb2.StreamChatCompletionResponse, data)
+
+
+def embeddings_from_json(data: Any) -> embeddings_pb2.CreateEmbeddingsResponse:
+    """The `POST /embeddings` response (`{"object": "list", "data": [...]}`)."""
+    return from_json(embeddings_pb2.CreateEmbeddingsResponse, data)
+
+
+def model_list_from_json(data: Any) -> models_pb2.ListModelsResponse:
+    """The `GET /models` response."""
+    return from_json(models_pb2.ListModelsResponse, data)
+
+
+def model_from_json(data: Any) -> models_pb2.Model:
+    """One model object (`GET /models/{model}`, or an item of the list)."""
+    return from_json(models_pb2.Model, data)
