@@ -1,4 +1,9 @@
-"""Command line: `python -m bridge serve | demo | dev-upstream | config`."""
+"""Command line: `python -m bridge serve | config | health | hash-token | dev-upstream | demo`.
+
+Exit codes: 0 success; 2 configuration error; `serve`: 3 when calls had to be cancelled at
+shutdown (see bridge.server), 1 when a worker failed (see bridge.workers); `health`: see
+bridge.healthcheck.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from bridge import healthcheck
 from bridge.config import Config, ConfigError, split_host_port
 
 
@@ -26,6 +32,20 @@ def _parser() -> argparse.ArgumentParser:
         "config", help="validate the configuration and print it with secrets masked"
     )
     Config.add_arguments(show)
+    probe = commands.add_parser(
+        "health", help="check a running bridge's grpc.health.v1 status (exit 0 when SERVING)",
+        description="Call grpc.health.v1.Health/Check, print the status, exit 0 when "
+        "SERVING, 1 when not serving or the service is unknown, 2 when unreachable. "
+        "Usable as a container health probe.",
+    )
+    healthcheck.add_arguments(probe)
+    commands.add_parser(
+        "hash-token",
+        help="print the SHA-256 digest of a bridge access token read from stdin",
+        description="Read a bridge access token from stdin (one line) and print the "
+        "digest to configure in --access-token-sha256 / BRIDGE_ACCESS_TOKEN_SHA256. "
+        "Example: head -c 32 /dev/urandom | base64 | tee token | python -m bridge hash-token",
+    )
     dev = commands.add_parser(
         "dev-upstream", help="run the local OpenAI-compatible development upstream"
     )
@@ -54,21 +74,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.demo import run_demo
 
             return asyncio.run(run_demo(args.prompt))
+        if args.command == "health":
+            return healthcheck.main(args)
+        if args.command == "hash-token":
+            return _hash_token()
         config = Config.load(args)
         if args.command == "config":
             print(json.dumps(config.masked(), indent=2))
             return 0
-        from bridge import logs
+        if config.workers > 1 and config.worker_index is None:
+            from bridge.workers import supervise
 
-        logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
-        from bridge.server import serve
-
-        return asyncio.run(serve(config))
+            return supervise(config)
+        return run_server(config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def run_server(config: Config) -> int:
+    """Serve in this process (the only one, or one worker) until a signal; the exit code."""
+    from bridge import logs
+
+    logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
+    from bridge.server import serve
+
+    return asyncio.run(serve(config))
+
+
+def _hash_token() -> int:
+    token = sys.stdin.readline().rstrip("\r\n")
+    if not token:
+        print("hash-token: no token on stdin", file=sys.stderr)
+        return 2
+    from bridge.auth import token_digest
+
+    print(token_digest(token))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
-"""The bridge's configuration: one dataclass, built once from flags and environment.
+"""The bridge's configuration: one dataclass, built once from flags, environment and a file.
 
 Every option is declared once, as a field of `Config` with its flag, environment variable
-and help text; `python -m bridge serve --help` and `python -m bridge config` are generated
-from the same declarations. Nothing else in the package reads `os.environ`.
-Precedence: command-line flag, then environment variable, then the default.
+and help text; `python -m bridge serve --help`, `python -m bridge config` and the config
+file's keys are generated from the same declarations. Nothing else in the package reads
+`os.environ`. Precedence: command-line flag, then environment variable, then the config
+file (`--config FILE` / `BRIDGE_CONFIG`, TOML, keys = option names), then the default.
+
+To add an option: add a field below with `_opt(...)` (and a check in `validate` when some
+values cannot work); the flag, the variable, the help, the file key and masking follow.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +143,114 @@ class Config:
         env="BRIDGE_TRACE_EXPORTER",
     )
 
+    # ------------------------------------------------------------------ transport security
+    tls_cert: str | None = _opt(
+        None, "PEM certificate chain file: serve TLS with it (needs --tls-key).",
+        env="BRIDGE_TLS_CERT",
+    )
+    tls_key: str | None = _opt(
+        None, "PEM private key file of --tls-cert.", env="BRIDGE_TLS_KEY",
+    )
+    tls_client_ca: str | None = _opt(
+        None,
+        "PEM CA bundle: require every client to present a certificate it signed (mutual "
+        "TLS; needs --tls-cert). A verified client may use the bridge's credential.",
+        env="BRIDGE_TLS_CLIENT_CA",
+    )
+    allow_plaintext: bool = _opt(
+        False,
+        "Serve plaintext on a non-loopback address even though the bridge holds a "
+        "credential of its own (refused otherwise).",
+        env="BRIDGE_ALLOW_PLAINTEXT",
+    )
+
+    # ------------------------------------------------------------------ who may call
+    access_token_sha256: str | None = _opt(
+        None,
+        "Comma-separated SHA-256 hex digests of bridge access tokens; a call relying on "
+        "the bridge's credential must send one of the tokens as `x-bridge-token` metadata "
+        "(or a verified client certificate). `python -m bridge hash-token` prints a digest.",
+        env="BRIDGE_ACCESS_TOKEN_SHA256", secret=True,
+    )
+    caller_credentials: str = _opt(
+        "allow",
+        "Calls that bring their own `authorization` metadata: `allow` forwards it to the "
+        "upstream, `refuse` rejects such calls with PERMISSION_DENIED.",
+        env="BRIDGE_CALLER_CREDENTIALS",
+    )
+    trust_network: bool = _opt(
+        False,
+        "Let callers on other hosts use the bridge's credential without a token or client "
+        "certificate when neither --access-token-sha256 nor --tls-client-ca is set "
+        "(otherwise only loopback callers may). Only where reaching the port is itself "
+        "the authorization.",
+        env="BRIDGE_TRUST_NETWORK",
+    )
+    forward_metadata: str = _opt(
+        "",
+        "Comma-separated caller metadata keys forwarded as upstream request headers, in "
+        "addition to x-request-id, traceparent, tracestate, http-referer, x-title, "
+        "ai-reporting-tags and ai-reporting-user.",
+        env="BRIDGE_FORWARD_METADATA",
+    )
+
+    # ------------------------------------------------------------------ limits and keepalive
+    max_concurrent_streams: int = _opt(
+        100, "Concurrent calls per client connection (HTTP/2 streams); 0: no limit.",
+        env="BRIDGE_MAX_CONCURRENT_STREAMS",
+    )
+    keepalive_time: float = _opt(
+        60.0,
+        "Seconds of connection silence after which the server pings the client, so idle "
+        "long streams survive load balancers and dead peers are noticed.",
+        env="BRIDGE_KEEPALIVE_TIME",
+    )
+    keepalive_timeout: float = _opt(
+        20.0, "Seconds to wait for a keepalive ping's answer before closing the connection.",
+        env="BRIDGE_KEEPALIVE_TIMEOUT",
+    )
+    min_client_ping_interval: float = _opt(
+        10.0,
+        "Shortest interval between client keepalive pings the server accepts; clients "
+        "pinging more often are disconnected (too_many_pings).",
+        env="BRIDGE_MIN_CLIENT_PING_INTERVAL",
+    )
+    client_pings_without_calls: bool = _opt(
+        True, "Accept client keepalive pings on connections with no call in flight.",
+        env="BRIDGE_CLIENT_PINGS_WITHOUT_CALLS",
+    )
+    max_connection_age: float = _opt(
+        1800.0,
+        "Seconds after which a client connection is asked to reconnect (GOAWAY, +-10% "
+        "jitter), so long-lived HTTP/2 connections get rebalanced across replicas; 0: never.",
+        env="BRIDGE_MAX_CONNECTION_AGE",
+    )
+    max_connection_age_grace: float = _opt(
+        600.0,
+        "Seconds calls on a connection past --max-connection-age get to finish before the "
+        "connection is closed.",
+        env="BRIDGE_MAX_CONNECTION_AGE_GRACE",
+    )
+
+    # ------------------------------------------------------------------ processes and files
+    workers: int = _opt(
+        1,
+        "Server processes sharing the port (SO_REUSEPORT, Linux), supervised by a parent "
+        "that forwards SIGTERM/SIGINT.",
+        env="BRIDGE_WORKERS",
+    )
+    worker_index: int | None = _opt(
+        None,
+        "Set by the --workers supervisor in each worker (0..N-1); not for users.",
+        env="BRIDGE_WORKER_INDEX",
+    )
+    config_file: str | None = _opt(
+        None,
+        "TOML file of options (keys = option names, e.g. upstream_url = \"...\"); flags "
+        "and environment variables win over it.",
+        env="BRIDGE_CONFIG", flag="--config",
+    )
+
     # ------------------------------------------------------------------ derived values
 
     @property
@@ -155,6 +270,23 @@ class Config:
     def upstream_host(self) -> str:
         return urlsplit(self.upstream_url).hostname or self.upstream_url
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def access_token_digests(self) -> tuple[bytes, ...]:
+        """The configured access-token digests, as raw bytes for constant-time comparison."""
+        return tuple(bytes.fromhex(d) for d in _split(self.access_token_sha256 or ""))
+
+    @property
+    def extra_forwarded_metadata(self) -> frozenset[str]:
+        return frozenset(k.lower() for k in _split(self.forward_metadata))
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return is_loopback_host(split_host_port(self.listen)[0])
+
     # ------------------------------------------------------------------ building
 
     @classmethod
@@ -167,16 +299,18 @@ class Config:
         for f in cls.options():
             meta = f.metadata
             env = f" [env {meta['env']}]" if meta["env"] else ""
-            default = "unset" if meta["secret"] or f.default is None else f.default
+            default = "unset" if meta["secret"] or f.default in (None, "") else f.default
             text = f"{meta['help']} Default: {default}.{env}"
-            flag = meta["flag"] or "--" + f.name.replace("_", "-")
-            if f.type in ("bool", bool):
+            text = text.replace("%", "%%")
+            if _kind(f) == "bool":
                 parser.add_argument(
-                    flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
-                    help=text,
+                    flag_of(f), dest=f.name, default=None,
+                    action=argparse.BooleanOptionalAction, help=text,
                 )
             else:
-                parser.add_argument(flag, dest=f.name, default=None, help=text, metavar="VALUE")
+                parser.add_argument(
+                    flag_of(f), dest=f.name, default=None, help=text, metavar="VALUE"
+                )
 
     @classmethod
     def load(
@@ -185,15 +319,28 @@ class Config:
         environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> Config:
-        """Flags, then environment, then defaults; raises ConfigError with the option named."""
+        """Flags, then environment, then the config file, then defaults.
+
+        Raises ConfigError naming the option (never echoing a secret's value).
+        """
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in cls.options():
+
+        def given(f: dataclasses.Field[Any]) -> Any:
             raw: Any = overrides.get(f.name)
             if raw is None and args is not None:
                 raw = getattr(args, f.name, None)
             if raw is None and f.metadata["env"]:
                 raw = environ.get(f.metadata["env"]) or None
+            return raw
+
+        by_name = {f.name: f for f in cls.options()}
+        path = given(by_name["config_file"])
+        from_file = read_config_file(str(path)) if path else {}
+        values: dict[str, Any] = {}
+        for f in cls.options():
+            raw = given(f)
+            if raw is None:
+                raw = from_file.get(f.name)
             if raw is None:
                 continue
             values[f.name] = _coerce(f, raw)
@@ -202,18 +349,69 @@ class Config:
         return config
 
     def validate(self) -> None:
+        """Refuse configurations that cannot work or are unsafe, saying how to fix them."""
         parts = urlsplit(self.upstream_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
-                f"--upstream / BRIDGE_UPSTREAM_URL must be an http(s) URL, got {self.upstream_url!r}"
+                "--upstream / BRIDGE_UPSTREAM_URL must be an http(s) URL, "
+                f"got {self.upstream_url!r}"
             )
-        split_host_port(self.listen)
+        host, _ = split_host_port(self.listen)
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
         self._validate_observability()
-        for name in ("connect_timeout", "upstream_timeout", "shutdown_grace"):
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        for name in ("connect_timeout", "upstream_timeout", "shutdown_grace",
+                     "keepalive_time", "keepalive_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        for name in ("max_concurrent_streams", "min_client_ping_interval",
+                     "max_connection_age", "max_connection_age_grace"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
+            )
+        self._validate_tls()
+        if self.credential and not self.tls and not is_loopback_host(host) \
+                and not self.allow_plaintext:
+            raise ConfigError(
+                f"refusing to serve plaintext on {self.listen} (not a loopback address) while "
+                f"holding the credential from {self.credential_source}: anyone on the network "
+                "could read calls and use the credential. Serve TLS (--tls-cert and "
+                "--tls-key), listen on 127.0.0.1, or pass --allow-plaintext (e.g. behind a "
+                "TLS-terminating sidecar)"
+            )
+        if self.caller_credentials not in ("allow", "refuse"):
+            raise ConfigError(
+                "--caller-credentials must be 'allow' or 'refuse', got "
+                f"{self.caller_credentials!r}"
+            )
+        for i, digest in enumerate(_split(self.access_token_sha256 or ""), 1):
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ConfigError(
+                    f"--access-token-sha256: entry {i} is not a SHA-256 hex digest (64 hex "
+                    "digits); configure digests, never tokens: `python -m bridge hash-token` "
+                    "prints the digest of a token read from stdin"
+                )
+        for key in _split(self.forward_metadata):
+            reason = unforwardable(key.lower())
+            if reason:
+                raise ConfigError(f"--forward-metadata: cannot forward {key!r}: {reason}")
+
+    def _validate_tls(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together: set both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError(
+                "--tls-client-ca (mutual TLS) needs the server's own --tls-cert and --tls-key"
+            )
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"--{name.replace('_', '-')}: cannot read {path!r}")
 
     def _validate_observability(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -244,11 +442,99 @@ class Config:
         return out
 
 
+# Never forwarded, whatever the configuration says: connection-level (hop-by-hop) headers,
+# headers httpx computes, credentials the bridge manages, gRPC's own metadata.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+_RESERVED = {
+    "content-length": "httpx computes it from the body",
+    "content-type": "the bridge always sends JSON",
+    "content-encoding": "the bridge sends the body unencoded",
+    "host": "it names the upstream, which --upstream decides",
+    "authorization": "a call's own authorization is always forwarded (see "
+    "--caller-credentials); it needs no allowlist entry",
+    "cookie": "credentials other than authorization are not forwarded",
+    "x-bridge-token": "it is the bridge's access token and never leaves the bridge",
+    "user-agent": "the bridge identifies itself",
+}
+
+
+def unforwardable(key: str) -> str | None:
+    """Why a metadata key must never become an upstream header, or None when it may."""
+    if not key or key.startswith(":"):
+        return "pseudo-headers are HTTP/2 framing, not metadata"
+    if key.startswith("grpc-"):
+        return "grpc-* metadata belongs to the gRPC transport"
+    if key in _HOP_BY_HOP:
+        return "hop-by-hop headers apply to one connection only"
+    if key in _RESERVED:
+        return _RESERVED[key]
+    if key.endswith("-bin"):
+        return "binary (-bin) metadata has no HTTP header form"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key):
+        return "metadata keys are lowercase letters, digits, '-', '_' and '.'"
+    return None
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The options of a TOML file, by field name; unknown keys are a ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config / BRIDGE_CONFIG: cannot read {path!r}: "
+                          f"{exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config / BRIDGE_CONFIG: {path} is not valid TOML: {exc}") from None
+    fields = {f.name: f for f in Config.options()}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        f = fields.get(name)
+        if f is None or name in ("config_file", "worker_index"):
+            known = ", ".join(n for n in fields if n not in ("config_file", "worker_index"))
+            raise ConfigError(f"{path}: unknown option {key!r}; known options: {known}")
+        if isinstance(value, list) and _kind(f) == "str" \
+                and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        out[name] = _typed(f, value, f"{path}: {key}")
+    return out
+
+
+def _typed(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
+    """A TOML value checked against the option's type (TOML strings are parsed as flags)."""
+    kind = _kind(f)
+    if isinstance(value, str):
+        return value
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+    }.get(kind, False)
+    if not ok:
+        raise ConfigError(f"{where}: expected {kind}, got {type(value).__name__}")
+    return float(value) if kind == "float" else value
+
+
+def _kind(f: dataclasses.Field[Any]) -> str:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    return kind.replace(" | None", "")
+
+
+def flag_of(f: dataclasses.Field[Any]) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-    flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    kind = _kind(f)
     try:
         if kind == "bool":
             lowered = raw.strip().lower()
@@ -262,8 +548,19 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ConfigError(f"{flag}: {raw!r} is not a valid {kind}") from None
+        shown = "the value given" if f.metadata["secret"] else repr(raw)
+        raise ConfigError(f"{flag_of(f)}: {shown} is not a valid {kind}") from None
     return raw
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -272,4 +569,3 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"listen address must be HOST:PORT, got {address!r}")
     return host.strip("[]"), int(port)
-

@@ -1,11 +1,20 @@
-"""Assembling and running the gRPC server: services, health, reflection, shutdown."""
+"""Assembling and running the gRPC server: services, health, reflection, security, shutdown.
+
+`start` builds the server from a Config in one place: `interceptors()` lists the server
+interceptors, `server_options()` the gRPC channel arguments (limits, keepalive),
+`server_credentials()` the transport security. `serve` runs it until SIGTERM/SIGINT.
+
+Exit codes of `serve` (and of `python -m bridge serve`): 0 when every call in flight
+finished within --shutdown-grace, 3 (EXIT_CANCELLED) when some had to be cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
 from aigateway.v1 import (
@@ -19,6 +28,7 @@ from aigateway.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from bridge.auth import CallTracker, GuardInterceptor
 from bridge.config import Config
 from bridge.observe import Observability
 from bridge.service import ChatService, EmbeddingsService, ModelsService
@@ -32,6 +42,9 @@ SERVICE_NAMES = (
     embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name,
 )
 
+EXIT_DRAINED = 0
+EXIT_CANCELLED = 3
+
 
 @dataclass
 class Bridge:
@@ -42,6 +55,7 @@ class Bridge:
     health: health.aio.HealthServicer
     port: int
     config: Config
+    tracker: CallTracker = field(default_factory=CallTracker)
     observability: Observability | None = None
 
     async def set_serving(self, serving: bool) -> None:
@@ -53,24 +67,84 @@ class Bridge:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Flip health to NOT_SERVING, refuse new calls, give in-flight ones `grace` seconds."""
-        await self.set_serving(False)
-        await self.server.stop(grace)
+    async def stop(
+        self, grace: float | None = None, *, refusing: Callable[[], None] | None = None
+    ) -> bool:
+        """Flip health to NOT_SERVING, refuse new calls, give in-flight ones `grace` seconds.
+
+        `refusing` is called once new calls are refused. Returns True when every API call
+        finished in time, False when some were cancelled (cancelling a call closes its
+        upstream request). Health watches and reflection streams do not count: they never
+        finish on their own.
+        """
+        await self.health.enter_graceful_shutdown()
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        await asyncio.sleep(0)  # the server's shutdown starts (and refuses calls) at once
+        if refusing is not None:
+            refusing()
+        drained = await self.tracker.wait_idle(grace or 0.0)
+        if drained:
+            await self.server.stop(None)  # ends the remaining watch/reflection streams
+        await stopping
         await self.upstream.aclose()
         if self.observability is not None:
             await self.observability.aclose()
+        return drained
+
+
+def interceptors(config: Config, tracker: CallTracker) -> list[grpc.aio.ServerInterceptor]:
+    """The server's interceptors, outermost first: add new ones here.
+
+    The guard (access rules, in-flight count, worker tag) applies to aigateway.v1 calls only.
+    An interceptor that should also see refused calls (metrics, logs) goes before it.
+    """
+    return [GuardInterceptor(config, tracker)]
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:
-    return [
+    """gRPC core channel arguments: message sizes, stream limits, keepalive, connection age."""
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
         # Twice --max-message-bytes: the servicers check the limit themselves and answer with
         # details naming the option (bridge.validate.message_size); grpc core's own refusal,
         # kept beyond that to bound memory, has neither.
         ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
         ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", ms(config.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", ms(config.keepalive_timeout)),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(config.min_client_ping_interval)),
+        ("grpc.keepalive_permit_without_calls", int(config.client_pings_without_calls)),
+        # Several workers share the port only when they all ask for SO_REUSEPORT; a single
+        # process must not, or a second bridge on the same port would silently share it.
+        ("grpc.so_reuseport", int(config.workers > 1 or config.worker_index is not None)),
     ]
+    if config.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
+    if config.max_connection_age:
+        options.append(("grpc.max_connection_age_ms", ms(config.max_connection_age)))
+        options.append(
+            ("grpc.max_connection_age_grace_ms", ms(config.max_connection_age_grace))
+        )
+    return options
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS (and with --tls-client-ca, required client certificates), or None: plaintext."""
+    if not config.tls_cert or not config.tls_key:
+        return None
+
+    def read(path: str) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    client_ca = read(config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(config.tls_key), read(config.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
@@ -79,8 +153,10 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     observability = await Observability.start(config)
     upstream = upstream or Upstream(config)
     observability.attach(upstream)
+    tracker = CallTracker()
     server = grpc.aio.server(
-        options=server_options(config), interceptors=observability.interceptors
+        options=server_options(config),
+        interceptors=[*observability.interceptors, *interceptors(config, tracker)],
     )
     models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsService(upstream), server)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
@@ -93,27 +169,62 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-    port = server.add_insecure_port(config.listen)
+    credentials = server_credentials(config)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.listen)
+        else:
+            port = server.add_secure_port(config.listen, credentials)
+    except RuntimeError as exc:
+        await upstream.aclose()
+        await observability.aclose()
+        raise OSError(f"could not bind {config.listen}: {exc}") from None
     if port == 0:
         await upstream.aclose()
         await observability.aclose()
         raise OSError(f"could not bind {config.listen}")
     await server.start()
-    bridge = Bridge(server, upstream, health_servicer, port, config, observability)
+    bridge = Bridge(server, upstream, health_servicer, port, config, tracker, observability)
     await bridge.set_serving(True)
     return bridge
 
 
+def describe_security(config: Config) -> str:
+    """One line on transport and access rules for the startup banner (no secrets)."""
+    transport = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext"
+    if config.credential_source is None:
+        access = "no credential of its own: callers bring theirs"
+    else:
+        ways = []
+        if config.tls_client_ca:
+            ways.append("verified client certificates")
+        if config.access_token_digests:
+            ways.append(f"{len(config.access_token_digests)} access token(s)")
+        if not ways:
+            ways.append("any caller" if config.trust_network else "loopback callers only")
+        access = f"credential from {config.credential_source} lent to " + ", ".join(ways)
+    own = "forwarded" if config.caller_credentials == "allow" else "refused"
+    return f"{transport}; {access}; callers' own authorization {own}"
+
+
 async def serve(config: Config) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code.
+
+    On the signal: health turns NOT_SERVING, new calls are refused, calls in flight get
+    --shutdown-grace seconds, then are cancelled (closing their upstream requests). A second
+    signal cancels them at once. Exit code 0: drained cleanly; EXIT_CANCELLED (3): calls
+    were cancelled.
+    """
     bridge = await start(config)
     host = config.listen.rpartition(":")[0]
+    worker = "" if config.worker_index is None else f"worker {config.worker_index}: "
     log.info(
         "bridge serving",
         extra={"listen": f"{host}:{bridge.port}", "upstream": config.upstream_url},
     )
-    print(f"aigateway bridge listening on {host}:{bridge.port}, upstream {config.upstream_url}",
-          flush=True)
+    print(f"{worker}aigateway bridge listening on {host}:{bridge.port}, upstream "
+          f"{config.upstream_url}", flush=True)
+    print(f"{worker}{describe_security(config)}", flush=True)
     if config.credential_source is None:
         print(
             "warning: no upstream credential configured: set AI_GATEWAY_API_KEY (or "
@@ -122,13 +233,28 @@ async def serve(config: Config) -> int:
             "UNAUTHENTICATED (listing models works at the Vercel AI Gateway).",
             flush=True,
         )
-    else:
-        print(f"using the upstream credential from {config.credential_source}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print(f"shutting down: {config.shutdown_grace:g} s for in-flight calls", flush=True)
-    await bridge.stop(config.shutdown_grace)
-    return 0
+
+    def refusing() -> None:
+        print(f"{worker}shutting down: health NOT_SERVING, new calls refused, "
+              f"{config.shutdown_grace:g} s for {bridge.tracker.active} call(s) in flight",
+              flush=True)
+
+    hurried: list[asyncio.Future[None]] = []
+
+    def hurry() -> None:
+        hurried.append(asyncio.ensure_future(bridge.server.stop(None)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, hurry)
+    drained = await bridge.stop(config.shutdown_grace, refusing=refusing)
+    if drained:
+        print(f"{worker}stopped: all calls finished", flush=True)
+        return EXIT_DRAINED
+    print(f"{worker}stopped: calls still running after {config.shutdown_grace:g} s were "
+          f"cancelled (exit code {EXIT_CANCELLED})", flush=True)
+    return EXIT_CANCELLED

@@ -68,6 +68,8 @@ class Upstream:
         self.config = config
         # Set by bridge.observe: told about every attempt (metrics, spans, access log).
         self.hooks: UpstreamHooks | None = None
+        # The default allowlist plus --forward-metadata (checked by Config.validate).
+        self.forwarded = FORWARDED_METADATA | config.extra_forwarded_metadata
         self.base_url = config.upstream_url.rstrip("/")
         self.domain = config.upstream_host
         self.policy = RetryPolicy(
@@ -100,7 +102,7 @@ class Upstream:
         for key, value in metadata:
             if isinstance(value, bytes):
                 continue
-            if key == "authorization" or key in FORWARDED_METADATA:
+            if key == "authorization" or key in self.forwarded:
                 headers[key] = value
         if "authorization" not in headers and self.config.credential:
             headers["authorization"] = f"Bearer {self.config.credential}"
