@@ -14,9 +14,7 @@ from google.protobuf.message import Message
 
 from bridge.errors import BridgeError, invalid_argument, resource_exhausted
 
-ChatRequest: TypeAlias = (
-    chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
-)
+ChatRequest: TypeAlias = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
 
 _MAX_MODEL_ID = 256
 
@@ -46,9 +44,7 @@ def model_id(model: str, field: str = "model") -> None:
         raise invalid_argument(field, f"must not contain '?', '#', '%' or '\\': {model!r}")
     segments = model.split("/")
     if any(s in ("", ".", "..") for s in segments):
-        raise invalid_argument(
-            field, f"must not have empty, '.' or '..' path segments: {model!r}"
-        )
+        raise invalid_argument(field, f"must not have empty, '.' or '..' path segments: {model!r}")
 
 
 def chat(request: ChatRequest) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import struct
 from typing import Any
@@ -17,7 +16,7 @@ from bridge import devserver, server
 from bridge.devserver import DevUpstream
 from bridge.translate import from_json, to_json
 from tests import richstatus
-from tests.conftest import DEV_KEY, Stubs, bridge_config, stubs_for
+from tests.conftest import DEV_KEY, Stubs, bridge_config, stubs_for, wait_for
 
 CHAT_JSON: dict[str, Any] = {
     "model": "openai/gpt-4o-mini",
@@ -169,9 +168,7 @@ async def test_streamed_tool_call_fragments_join(stubs: Stubs) -> None:
     assert httpx.Response(200, content=calls[0]["arguments"]).json() == {"city": "Paris"}
 
 
-async def test_tool_definitions_reach_upstream_exactly(
-    stubs: Stubs, upstream: DevUpstream
-) -> None:
+async def test_tool_definitions_reach_upstream_exactly(stubs: Stubs, upstream: DevUpstream) -> None:
     body = {
         "model": "openai/gpt-4o-mini",
         "messages": [{"role": "user", "content": [{"type": "text", "text": "weather?"}]}],
@@ -202,9 +199,7 @@ async def test_tool_definitions_reach_upstream_exactly(
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
-async def test_embeddings_equal_rest(
-    stubs: Stubs, rest: httpx.AsyncClient, encoding: str
-) -> None:
+async def test_embeddings_equal_rest(stubs: Stubs, rest: httpx.AsyncClient, encoding: str) -> None:
     body = {
         "model": "openai/text-embedding-3-small",
         "input": ["first text", "second text"],
@@ -239,8 +234,9 @@ async def test_embedding_encodings_describe_the_same_vector(stubs: Stubs) -> Non
     ("field", "value"),
     [("input_tokens", [1, 2, 3]), ("input_token_lists", [[1, 2], [3]])],
 )
-async def test_embeddings_token_inputs(stubs: Stubs, upstream: DevUpstream, field: str,
-                                       value: list[Any]) -> None:
+async def test_embeddings_token_inputs(
+    stubs: Stubs, upstream: DevUpstream, field: str, value: list[Any]
+) -> None:
     request = from_json(
         embeddings_pb2.CreateEmbeddingsRequest,
         {"model": "openai/text-embedding-3-small", "input": value},
@@ -322,15 +318,19 @@ async def test_retry_then_success(upstream: DevUpstream, stubs: Stubs) -> None:
     assert len(upstream.requests) == 2
 
 
-async def test_bad_request_maps_param_to_bad_request(
-    upstream: DevUpstream, stubs: Stubs
-) -> None:
+async def test_bad_request_maps_param_to_bad_request(upstream: DevUpstream, stubs: Stubs) -> None:
     upstream.program(
         "openai/gpt-4o-mini",
         devserver.Status(
             400,
-            body={"error": {"message": "temperature too hot", "type": "invalid_request_error",
-                            "param": "temperature", "code": None}},
+            body={
+                "error": {
+                    "message": "temperature too hot",
+                    "type": "invalid_request_error",
+                    "param": "temperature",
+                    "code": None,
+                }
+            },
         ),
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -348,8 +348,13 @@ async def test_bad_request_maps_param_to_bad_request(
 async def test_error_inside_stream_ends_with_status(upstream: DevUpstream, stubs: Stubs) -> None:
     upstream.program(
         "openai/gpt-4o-mini",
-        devserver.StreamError(after=2, form="vercel", type="rate_limit_error",
-                              code="rate_limit_exceeded", message="slow down"),
+        devserver.StreamError(
+            after=2,
+            form="vercel",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            message="slow down",
+        ),
     )
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -363,9 +368,7 @@ async def test_error_inside_stream_ends_with_status(upstream: DevUpstream, stubs
     assert len(upstream.requests) == 1  # never retried after a message reached the caller
 
 
-async def test_stream_cut_before_done_is_unavailable(
-    upstream: DevUpstream, stubs: Stubs
-) -> None:
+async def test_stream_cut_before_done_is_unavailable(upstream: DevUpstream, stubs: Stubs) -> None:
     upstream.program("openai/gpt-4o-mini", devserver.CutStream(after=2))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in stubs.chat.StreamChatCompletion(
@@ -416,13 +419,3 @@ async def test_cancelled_stream_closes_upstream_response(
     call.cancel()
     await wait_for(lambda: upstream.disconnects >= 1)
     await wait_for(lambda: upstream.active_responses == 0)
-
-
-async def wait_for(condition: Any, limit: float = 10.0) -> None:
-    """Poll a condition; fails the test if it does not hold within `limit` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)

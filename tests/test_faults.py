@@ -9,6 +9,9 @@ once against an upstream failing a share of them in every way, and check that no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,7 @@ import grpc
 import pytest
 from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge import server
 from bridge.devfaults import Behavior
@@ -38,7 +42,7 @@ from bridge.devserver import (
 )
 from bridge.translate import from_json
 from tests import richstatus
-from tests.conftest import DEV_KEY, Stubs, serving, stubs_for, wait_for
+from tests.conftest import DEV_KEY, Stubs, bridge_config, serving, stubs_for, wait_for
 from tests.richstatus import RichStatus
 
 Code = grpc.StatusCode
@@ -123,8 +127,13 @@ def chat_requests(upstream: DevUpstream) -> int:
     ],
 )
 async def test_error_pages_and_empty_bodies_map_by_status(
-    upstream: DevUpstream, stubs: Stubs, streamed: bool, fault: Html | Empty,
-    code: grpc.StatusCode, excerpt: str, retried: bool,
+    upstream: DevUpstream,
+    stubs: Stubs,
+    streamed: bool,
+    fault: Html | Empty,
+    code: grpc.StatusCode,
+    excerpt: str,
+    retried: bool,
 ) -> None:
     upstream.program(MODEL, fault, fault, fault)
     outcome = await call(stubs, streamed)
@@ -189,7 +198,11 @@ STREAM_ERROR_TYPES = [
 @pytest.mark.parametrize("form", ["openai", "vercel", "event"])
 @pytest.mark.parametrize(("type_", "code_", "expected"), STREAM_ERROR_TYPES)
 async def test_error_object_mid_stream_ends_with_its_status(
-    upstream: DevUpstream, stubs: Stubs, form: Any, type_: str, code_: str | None,
+    upstream: DevUpstream,
+    stubs: Stubs,
+    form: Any,
+    type_: str,
+    code_: str | None,
     expected: grpc.StatusCode,
 ) -> None:
     upstream.program(
@@ -495,8 +508,21 @@ def _embed(**fields: Any) -> embeddings_pb2.CreateEmbeddingsRequest:
     return embeddings_pb2.CreateEmbeddingsRequest(**fields)
 
 
-BAD_MODEL_IDS = ["../secrets", "a/../../b", "./m", "m?x=1", "m#frag", "a//b", "/a", "a/",
-                 "ctl\x01", "tab\tm", "del\x7f", "a%2F..", "back\\slash"]
+BAD_MODEL_IDS = [
+    "../secrets",
+    "a/../../b",
+    "./m",
+    "m?x=1",
+    "m#frag",
+    "a//b",
+    "/a",
+    "a/",
+    "ctl\x01",
+    "tab\tm",
+    "del\x7f",
+    "a%2F..",
+    "back\\slash",
+]
 
 
 @pytest.mark.parametrize("model", BAD_MODEL_IDS)
@@ -645,3 +671,183 @@ async def test_far_oversized_request_is_still_refused(
     assert caught.value.code() is Code.RESOURCE_EXHAUSTED
     assert "8192" in (caught.value.details() or "")
     assert upstream.requests == []
+
+
+# ------------------------------------------------------------------------- the fault suite
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of call in the suite: what the upstream does and what the caller must see."""
+
+    name: str
+    streamed: bool
+    behaviors: tuple[Behavior, ...]
+    expected: grpc.StatusCode
+    timeout: float | None = None
+    cancel_after: int | None = None
+    """Cancel the stream after this many messages (the caller walks away)."""
+    invalid: bool = False
+    """Send a request the bridge must refuse itself."""
+
+
+def _both(name: str, behaviors: tuple[Behavior, ...], code: grpc.StatusCode) -> list[Case]:
+    return [
+        Case(f"{name}/unary", False, behaviors, code),
+        Case(f"{name}/stream", True, behaviors, code),
+    ]
+
+
+# The suite's bridge makes 2 attempts: one failure is retried away, two are final.
+SUITE_CASES: list[Case] = [
+    *_both("ok", (), Code.OK),
+    *_both("503 then ok", (Status(503),), Code.OK),
+    *_both("reset then ok", (Reset(),), Code.OK),
+    *_both("400", (Status(400),), Code.INVALID_ARGUMENT),
+    *_both("401", (Status(401),), Code.UNAUTHENTICATED),
+    *_both(
+        "429 twice", (Status(429, headers={"retry-after-ms": "5"}),) * 2, Code.RESOURCE_EXHAUSTED
+    ),
+    *_both("html 502 twice", (Html(502), Html(502)), Code.UNAVAILABLE),
+    *_both("empty 500 twice", (Empty(500), Empty(500)), Code.INTERNAL),
+    *_both("malformed json", (MalformedJson(),), Code.INTERNAL),
+    *_both("wrong content type", (WrongContentType(),), Code.INTERNAL),
+    *_both("reset twice", (Reset(), Reset()), Code.UNAVAILABLE),
+    *_both("redirect", (Redirect("http://elsewhere.invalid/v1/chat/completions"),), Code.INTERNAL),
+    *_both("huge", (Huge(200_000),), Code.RESOURCE_EXHAUSTED),
+    Case("hang/unary", False, (Hang(),), Code.DEADLINE_EXCEEDED, timeout=2.0),
+    Case("hang/stream", True, (Hang(),), Code.DEADLINE_EXCEEDED, timeout=2.0),
+    Case("cut stream", True, (CutStream(after=2),), Code.UNAVAILABLE),
+    Case("malformed sse", True, (MalformedSse(after=1),), Code.INTERNAL),
+    Case(
+        "openai error mid-stream",
+        True,
+        (StreamError(after=2, type="rate_limit_error"),),
+        Code.RESOURCE_EXHAUSTED,
+    ),
+    Case(
+        "vercel error mid-stream",
+        True,
+        (StreamError(after=2, form="vercel", type="invalid_request_error"),),
+        Code.INVALID_ARGUMENT,
+    ),
+    Case(
+        "event error mid-stream",
+        True,
+        (StreamError(after=2, form="event", type="overloaded_error"),),
+        Code.UNAVAILABLE,
+    ),
+    Case(
+        "slow stream past the deadline",
+        True,
+        (SlowStream(0.05),),
+        Code.DEADLINE_EXCEEDED,
+        timeout=2.0,
+    ),
+    Case("cancelled stream", True, (SlowStream(0.02),), Code.CANCELLED, cancel_after=2),
+    Case("invalid input", False, (), Code.INVALID_ARGUMENT, invalid=True),
+]
+SUITE_SIZE = 200
+SUITE_CALLERS = 4
+
+
+async def _suite_call(stubs: Stubs, case: Case, model: str) -> grpc.StatusCode:
+    if case.invalid:
+        request = chat(model)
+        request.ClearField("messages")
+        try:
+            await stubs.chat.CreateChatCompletion(request)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return Code.OK
+    if case.cancel_after is not None:
+        stream = stubs.chat.StreamChatCompletion(stream_chat(model, max_tokens=10_000))
+        received = 0
+        async for _ in stream:
+            received += 1
+            if received == case.cancel_after:
+                stream.cancel()
+                break
+        return await stream.code()
+    # A long reply where the deadline must cut it, a short one elsewhere.
+    tokens = 10_000 if case.timeout is not None else 20
+    outcome = await call(stubs, case.streamed, model, timeout=case.timeout, max_tokens=tokens)
+    return outcome.code
+
+
+def own_connection(address: str) -> grpc.aio.Channel:
+    """A channel with its own connection: grpc shares one between channels to the same
+    address unless told otherwise."""
+    return grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _pool_counts(running: server.Bridge) -> tuple[int, int]:
+    """(open, in use) connections of the bridge's upstream pool.
+
+    httpx has no public view of its pool, so this reads httpcore's (public) connection list
+    through httpx's transport; a test-only look at state nothing else exposes.
+    """
+    pool = running.upstream._client._transport._pool  # type: ignore[attr-defined]
+    live = [c for c in pool.connections if not c.is_closed()]
+    return len(live), len([c for c in live if not c.is_idle()])
+
+
+async def test_many_concurrent_calls_against_a_failing_upstream(upstream: DevUpstream) -> None:
+    config = bridge_config(
+        upstream, max_attempts=2, max_response_bytes=50_000, upstream_timeout=30.0
+    )
+    running = await server.start(config)
+    address = f"127.0.0.1:{running.port}"
+    try:
+        async with contextlib.AsyncExitStack() as exits:
+            # Several callers, each with its own channel (connection), as several client
+            # processes would be; each stays under the default --max-concurrent-streams.
+            callers = [
+                stubs_for(await exits.enter_async_context(own_connection(address)))
+                for _ in range(SUITE_CALLERS)
+            ]
+            stubs = callers[0]
+            health = health_pb2_grpc.HealthStub(stubs.channel)
+            for caller in callers:
+                assert (await call(caller, streamed=True)).code is Code.OK  # warm up
+            await wait_for(lambda: upstream.active_responses == 0)
+            tasks_before = len(asyncio.all_tasks())
+
+            plan = [(SUITE_CASES[i % len(SUITE_CASES)], f"fault/{i}") for i in range(SUITE_SIZE)]
+            random.Random(4).shuffle(plan)
+            for case, model in plan:
+                upstream.program(model, *case.behaviors)
+            codes = await asyncio.gather(
+                *(
+                    _suite_call(callers[i % SUITE_CALLERS], case, model)
+                    for i, (case, model) in enumerate(plan)
+                )
+            )
+            wrong = [
+                (case.name, model, code.name)
+                for (case, model), code in zip(plan, codes, strict=True)
+                if code is not case.expected
+            ]
+            assert wrong == []
+
+            # Still healthy, and still serving.
+            check = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            assert (await call(stubs, streamed=False)).code is Code.OK
+            assert (await call(stubs, streamed=True)).code is Code.OK
+
+            # Nothing leaks: no upstream response is still open, every connection the
+            # upstream sees open is one the bridge's pool holds idle for reuse, and the
+            # event loop is back to the tasks it had before.
+            await wait_for(lambda: upstream.active_responses == 0)
+            await wait_for(lambda: _pool_counts(running)[1] == 0)
+            await wait_for(lambda: upstream.open_connections <= _pool_counts(running)[0])
+            await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before)
+            # Every call reached the upstream as planned, except that a caller's deadline may
+            # run out before the bridge got to send its request (a loaded machine).
+            timed = {model for case, model in plan if case.timeout is not None}
+            left = {model for model, queue in upstream._programs.items() if queue}
+            assert left <= timed
+    finally:
+        await running.stop(0)
+    await wait_for(lambda: upstream.open_connections == 0)

@@ -1,14 +1,23 @@
-"""The retry rules of DESIGN.md ("Retries"), checked one by one."""
+"""The retry rules of DESIGN.md ("Retries"), checked one by one, then end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
+import itertools
 import random
+import time
 from typing import get_args
 
+import grpc
 import httpx
 import pytest
+from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
 
+from bridge import server
+from bridge.devapi import RecordedRequest
+from bridge.devserver import DevUpstream, StreamError
+from bridge.devserver import Status as DevStatus
 from bridge.retry import (
     DEFAULT_POLICY,
     TRANSPORT_RETRYABLE,
@@ -19,6 +28,7 @@ from bridge.retry import (
     is_retryable_transport,
     parse_retry_after,
 )
+from tests.conftest import Stubs, bridge_config, serving, stubs_for
 
 NOW = 1_750_000_000.0
 
@@ -216,3 +226,164 @@ def test_server_delay_wins_and_is_capped() -> None:
 def test_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+# --- end to end: the bridge's retry loop against a real upstream ---------------------------
+#
+# Delays are checked from below only, by when the upstream received each attempt
+# (`RecordedRequest.at`): a sleep never ends early, so these bounds cannot flake; how much
+# longer a loaded machine takes is not asserted.
+
+E2E_MODEL = "openai/gpt-4o-mini"
+
+
+def _chat() -> chat_pb2.CreateChatCompletionRequest:
+    return chat_pb2.CreateChatCompletionRequest(
+        model=E2E_MODEL, messages=[chat_pb2.ChatMessage(role="user", content_text="retry me")]
+    )
+
+
+def _attempts(upstream: DevUpstream) -> list[RecordedRequest]:
+    return [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+
+
+def _gaps(upstream: DevUpstream) -> list[float]:
+    times = [r.at for r in _attempts(upstream)]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+async def _fails(stubs: Stubs) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.chat.CreateChatCompletion(_chat())
+    return caught.value.code()
+
+
+async def test_x_should_retry_false_stops_a_retryable_status(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(E2E_MODEL, DevStatus(503, headers={"x-should-retry": "false"}))
+    assert await _fails(stubs) is grpc.StatusCode.UNAVAILABLE
+    assert len(_attempts(upstream)) == 1
+
+
+async def test_x_should_retry_true_retries_a_final_status(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    upstream.program(E2E_MODEL, DevStatus(400, headers={"x-should-retry": "true"}))
+    assert (await stubs.chat.CreateChatCompletion(_chat())).choices
+    assert len(_attempts(upstream)) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+async def test_never_retried_statuses_end_to_end(
+    upstream: DevUpstream, stubs: Stubs, status: int
+) -> None:
+    upstream.program(E2E_MODEL, DevStatus(status), DevStatus(status))
+    await _fails(stubs)
+    assert len(_attempts(upstream)) == 1
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
+async def test_retried_statuses_end_to_end(
+    upstream: DevUpstream, stubs: Stubs, status: int
+) -> None:
+    upstream.program(E2E_MODEL, DevStatus(status))
+    assert (await stubs.chat.CreateChatCompletion(_chat())).choices
+    assert len(_attempts(upstream)) == 2
+
+
+async def test_insufficient_quota_is_not_retried_end_to_end(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    body = {"error": {"message": "pay", "type": "insufficient_quota", "code": "insufficient_quota"}}
+    upstream.program(E2E_MODEL, DevStatus(429, body), DevStatus(429, body))
+    assert await _fails(stubs) is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(_attempts(upstream)) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "at_least"),
+    [
+        ({"retry-after-ms": "300", "retry-after": "30"}, 0.3),  # ms first
+        ({"retry-after": "1"}, 1.0),
+        ({"retry-after": "date"}, 0.5),
+    ],
+    ids=["retry-after-ms", "retry-after seconds", "retry-after date"],
+)
+async def test_upstream_delay_is_waited_for(
+    upstream: DevUpstream, stubs: Stubs, headers: dict[str, str], at_least: float
+) -> None:
+    if headers.get("retry-after") == "date":
+        # Whole seconds on the wire: 2 s from now is at least 1 s once truncated.
+        headers = {"retry-after": email.utils.formatdate(time.time() + 2, usegmt=True)}
+    upstream.program(E2E_MODEL, DevStatus(429, headers=headers))
+    assert (await stubs.chat.CreateChatCompletion(_chat())).choices
+    assert len(_attempts(upstream)) == 2
+    # The test bridge's own backoff is at most 0.05 s: only the header explains the wait.
+    assert _gaps(upstream)[0] >= at_least
+
+
+async def test_upstream_delay_is_capped(upstream: DevUpstream) -> None:
+    running = await server.start(bridge_config(upstream))
+    # max_retry_after is a RetryPolicy constant (60 s); a small one keeps the test short.
+    running.upstream.policy = dataclasses.replace(running.upstream.policy, max_retry_after=0.2)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            upstream.program(E2E_MODEL, DevStatus(503, headers={"retry-after": "3600"}))
+            # Uncapped, this call would wait an hour (and the test time out).
+            assert (await stubs_for(channel).chat.CreateChatCompletion(_chat())).choices
+    finally:
+        await running.stop(0)
+    assert _gaps(upstream)[0] >= 0.2
+
+
+async def test_backoff_without_upstream_delay_grows(upstream: DevUpstream) -> None:
+    failure = DevStatus(500)
+    upstream.program(E2E_MODEL, failure, failure, failure)
+    async with serving(upstream, max_attempts=4, initial_backoff=0.2, max_backoff=1.0) as stubs:
+        assert (await stubs.chat.CreateChatCompletion(_chat())).choices
+    gaps = _gaps(upstream)
+    assert len(gaps) == 3
+    # 0.2, 0.4, 0.8 s, each spread by ±25 %: the lower bounds of the jittered exponential.
+    lows = (0.15, 0.3, 0.6)
+    assert all(gap >= low for gap, low in zip(gaps, lows, strict=True)), (gaps, lows)
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5])
+async def test_attempts_are_configurable(upstream: DevUpstream, attempts: int) -> None:
+    upstream.program(E2E_MODEL, *[DevStatus(503)] * 6)
+    async with serving(upstream, max_attempts=attempts) as stubs:
+        assert await _fails(stubs) is grpc.StatusCode.UNAVAILABLE
+    assert len(_attempts(upstream)) == attempts
+
+
+async def test_other_rpcs_retry_too(upstream: DevUpstream, stubs: Stubs) -> None:
+    upstream.program("anthropic/claude-sonnet-4.5", DevStatus(502))
+    upstream.program("openai/text-embedding-3-small", DevStatus(503))
+    model = await stubs.models.RetrieveModel(
+        models_pb2.RetrieveModelRequest(model="anthropic/claude-sonnet-4.5")
+    )
+    assert model.model.id == "anthropic/claude-sonnet-4.5"
+    embedded = await stubs.embeddings.CreateEmbeddings(
+        embeddings_pb2.CreateEmbeddingsRequest(
+            model="openai/text-embedding-3-small", input_text="again"
+        )
+    )
+    assert embedded.data
+    assert [r.method for r in upstream.requests] == ["GET", "GET", "POST", "POST"]
+
+
+async def test_never_retried_after_the_first_message(upstream: DevUpstream, stubs: Stubs) -> None:
+    # A retryable failure (overloaded) after one chunk went out: the caller gets the status,
+    # not a second copy of the chunk from a new attempt.
+    upstream.program(E2E_MODEL, StreamError(after=1, type="overloaded_error"))
+    request = chat_pb2.StreamChatCompletionRequest(
+        model=E2E_MODEL, messages=[chat_pb2.ChatMessage(role="user", content_text="once")]
+    )
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for chunk in stubs.chat.StreamChatCompletion(request):
+            received.append(chunk)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert len(received) == 1
+    assert len(_attempts(upstream)) == 1
