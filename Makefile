@@ -31,6 +31,13 @@ demo: $(STAMP)
 dev-upstream: $(STAMP)
 	$(BIN)/python -m bridge dev-upstream --listen 127.0.0.1:8080
 
+## docker: the container image aigateway-bridge:$(IMAGE_TAG) from deploy/Dockerfile (needs Docker)
+IMAGE_TAG ?= 0.1.0
+.PHONY: docker
+docker:
+	@command -v docker >/dev/null 2>&1 || { echo "make docker needs Docker: https://docs.docker.com/get-docker/" >&2; exit 1; }
+	docker build -f deploy/Dockerfile -t aigateway-bridge:$(IMAGE_TAG) .
+
 ## generate: regenerate generated/ from protos/ with the pinned grpcio-tools
 generate: $(STAMP)
 	$(BIN)/python -m bridge.codegen

@@ -93,7 +93,7 @@ class Metrics:
             _enable_multiprocess(multiprocess_dir)
             # Values live in the shared files; the registry only reads them back at scrape.
             self.registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)
+            multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
             target: CollectorRegistry | None = None
         else:
             self.registry = CollectorRegistry()
@@ -179,7 +179,7 @@ def _enable_multiprocess(directory: str) -> None:
     with _switch_lock:
         os.environ[MULTIPROC_ENV] = directory
         if values.ValueClass is values.MutexValue:
-            values.ValueClass = values.MultiProcessValue()
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -227,7 +227,7 @@ class SharedMetrics:
     def worker_exited(self, pid: int | None) -> None:
         """Drop a dead worker's live gauges (calls in flight) from the sums."""
         if self.directory and pid is not None:
-            multiprocess.mark_process_dead(pid, self.directory)
+            multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         if self.reserved is not None:

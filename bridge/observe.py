@@ -411,7 +411,12 @@ class Observability:
                     "(--metrics-dir / PROMETHEUS_MULTIPROC_DIR); the supervisor sets one"
                 )
             metrics = Metrics(multiprocess_dir=directory)
-            server = await MetricsServer.start(metrics, host, port, reuse_port=workers > 1)
+            try:
+                server = await MetricsServer.start(metrics, host, port, reuse_port=workers > 1)
+            except OSError as exc:
+                raise OSError(
+                    f"could not bind --metrics-listen {config.metrics_listen}: {exc}"
+                ) from None
             log.info(
                 "metrics endpoint",
                 extra={"metrics_url": f"http://{host_for_url(host)}:{server.port}/metrics"},

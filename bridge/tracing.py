@@ -155,7 +155,9 @@ def _sdk_provider(exporter: str) -> Any:
         span_exporter = ConsoleSpanExporter()
     else:
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPSpanExporter,
+            )
         except ImportError:
             raise TracingUnavailable(
                 "--trace-exporter otlp needs opentelemetry-exporter-otlp-proto-grpc "

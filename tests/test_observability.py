@@ -9,12 +9,14 @@ exporter receives, the headers the upstream received.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -203,6 +205,40 @@ async def test_in_flight_stream_and_cancellation_are_counted(
     assert after.value("bridge_upstream_requests_total", status="cancelled") == 1
 
 
+async def test_calls_refused_by_the_access_rules_are_counted_and_logged_without_tokens(
+    upstream: DevUpstream, json_log: tuple[io.StringIO, list[str]]
+) -> None:
+    buffer, _ = json_log
+    token = "bridge-access-token-5d1e"
+    config = bridge_config(
+        upstream,
+        metrics_listen="127.0.0.1:0",
+        access_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+    )
+    running = await server.start(config)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stubs = stubs_for(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stubs.chat.CreateChatCompletion(
+                    chat_request(), metadata=(("x-bridge-token", "not-" + token),)
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await stubs.chat.CreateChatCompletion(
+                chat_request(), metadata=(("x-bridge-token", token),)
+            )
+        scraped = await scrape(metrics_port(running))
+    finally:
+        await running.stop(0)
+    handled = "bridge_grpc_server_handled_total"
+    assert scraped.value(handled, grpc_code="UNAUTHENTICATED") == 1
+    assert scraped.value(handled, grpc_code="OK", grpc_method="CreateChatCompletion") == 1
+    assert scraped.value("bridge_upstream_requests_total") == len(upstream.requests) == 1
+    codes = [line["grpc_code"] for line in access_lines(buffer.getvalue())]
+    assert codes == ["UNAUTHENTICATED", "OK"]
+    assert token not in buffer.getvalue() and token not in scraped.text
+
+
 async def test_metrics_endpoint_answers_only_metrics(
     observed: tuple[server.Bridge, Stubs],
 ) -> None:
@@ -218,6 +254,15 @@ async def test_metrics_are_off_unless_asked_for(bridge: server.Bridge) -> None:
     assert bridge.observability is not None
     assert bridge.observability.metrics is None
     assert bridge.observability.metrics_server is None
+
+
+async def test_a_taken_metrics_port_is_named_in_the_error(upstream: DevUpstream) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(OSError, match=f"could not bind --metrics-listen {address}"):
+            await server.start(bridge_config(upstream, metrics_listen=address))
 
 
 def test_model_label_admits_a_bounded_number_of_models() -> None:
@@ -325,18 +370,20 @@ def test_formatters_mask_configured_secrets_and_bearer_tokens() -> None:
 
 
 @pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
+def spans() -> Iterator[InMemorySpanExporter]:
     """The SDK's in-memory exporter behind the process's global tracer provider.
 
     The global provider can be set once per process; the bridge's default (`--trace-exporter
-    none`) uses it, exactly as under opentelemetry-instrument.
+    none`) uses it, exactly as under opentelemetry-instrument. Shut down afterwards, so the
+    tests of other modules do not fill it.
     """
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     assert trace.get_tracer_provider() is provider, "another test set a global provider"
-    return exporter
+    yield exporter
+    provider.shutdown()
 
 
 def _hex(value: int, width: int) -> str:
@@ -471,3 +518,73 @@ async def _find(stream: asyncio.StreamReader, pattern: bytes) -> bytes:
         match = re.search(pattern, line)
         if match:
             return match.group(1) if match.groups() else line
+
+
+async def test_workers_share_one_metrics_port_and_sum_their_counts(upstream: DevUpstream) -> None:
+    """With --workers 2, a scrape answered by either worker counts the calls of both."""
+    env = {**os.environ, "AI_GATEWAY_API_KEY": DEV_KEY, "BRIDGE_LOG_FORMAT": "json"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", "--workers", "2",
+        "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+        "--upstream", upstream.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        # The supervisor names the shared port; each worker says when it is serving.
+        lines = await asyncio.wait_for(
+            _lines(
+                process.stdout,
+                [rb"workers on 127\.0\.0\.1:(\d+)", rb"listening on", rb"listening on"],
+            ),
+            60,
+        )
+        listen = int(lines[0])
+        urls = set()
+        for _ in range(2):  # both workers report the one shared URL
+            line = await asyncio.wait_for(_find(process.stderr, rb'"metrics_url"'), 60)
+            urls.add(json.loads(line)["metrics_url"])
+        (metrics_url,) = urls
+        # A new channel is a new connection, which the kernel hands to either worker.
+        served_by: dict[str, int] = {}
+        calls = 0
+        while len(served_by) < 2 and calls < 60:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{listen}") as channel:
+                call = stubs_for(channel).models.ListModels(models_pb2.ListModelsRequest())
+                await call
+                worker = dict(await call.trailing_metadata()).get("x-bridge-worker", "?")
+            served_by[str(worker)] = served_by.get(str(worker), 0) + 1
+            calls += 1
+        assert len(served_by) == 2, f"one worker served all {calls} calls: {served_by}"
+        async with httpx.AsyncClient() as client:
+            for _ in range(4):  # each scrape is a new connection, to either worker
+                scraped = Scrape(
+                    (await client.get(metrics_url, headers={"connection": "close"})).text
+                )
+                assert (
+                    scraped.value("bridge_grpc_server_handled_total", grpc_method="ListModels")
+                    == calls
+                )
+                assert scraped.value("bridge_grpc_server_in_flight") == 0
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+
+
+async def _lines(stream: asyncio.StreamReader, patterns: list[bytes]) -> list[bytes]:
+    """Read lines until each pattern matched a line of its own, in any order; returns the
+    first group (or the line) for each pattern."""
+    found: list[bytes | None] = [None] * len(patterns)
+    while None in found:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError(f"the process ended before printing {patterns!r}")
+        for i, pattern in enumerate(patterns):
+            match = re.search(pattern, line)
+            if found[i] is None and match:
+                found[i] = match.group(1) if match.groups() else line
+                break
+    return [f for f in found if f is not None]
