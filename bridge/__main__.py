@@ -1,7 +1,8 @@
 """Command line: `python -m bridge serve | config | health | hash-token | dev-upstream | demo`.
 
 Exit codes: 0 success; 2 configuration error; `serve`: 3 when calls had to be cancelled at
-shutdown (see bridge.server), 1 when a worker failed (see bridge.workers); `health`: see
+shutdown (see bridge.server), 1 when it cannot start (address taken) or a worker failed
+(see bridge.workers); `health`: see
 bridge.healthcheck.
 """
 
@@ -101,7 +102,12 @@ def run_server(config: Config) -> int:
     logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
     from bridge.server import serve
 
-    return asyncio.run(serve(config))
+    try:
+        return asyncio.run(serve(config))
+    except OSError as exc:  # the address is taken, a TLS file vanished, ...
+        worker = "" if config.worker_index is None else f"worker {config.worker_index}: "
+        print(f"{worker}error: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 def _hash_token() -> int:

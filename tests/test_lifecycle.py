@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -395,3 +396,19 @@ async def test_workers_share_the_port_and_stop_together(
     assert code == 0, output
     for index in (0, 1):
         assert re.search(rf"worker {index} \(pid \d+\) exited with code 0", output), output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing")
+async def test_workers_that_cannot_start_make_the_supervisor_fail(
+    upstream: DevUpstream, spawn: list[Served]
+) -> None:
+    # A listener without SO_REUSEPORT holds the port: no worker can join it.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = await _serve(spawn, upstream, "--workers", "2", "--listen", f"127.0.0.1:{port}")
+        code, output = await served.wait()
+    assert code == 1, output
+    assert "could not bind" in output
+    assert re.search(r"worker \d \(pid \d+\) exited with code 1", output), output
