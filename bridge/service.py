@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from bridge import errors, validate
 from bridge.errors import BridgeError
-from bridge.translate import TranslationError, from_json, to_json
+from bridge.translate import TranslationError, from_json, request_body
 from bridge.upstream import Upstream
 
 Context = grpc.aio.ServicerContext
@@ -127,8 +127,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
         async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, httpx.Headers]:
             self.check_size(request)
             validate.chat(request)
-            body = to_json(request)
-            body.pop("stream", None)  # unary: never let extra_fields turn on streaming
+            body = request_body(request)  # never streams, whatever extra_fields says
             reply = await self.upstream.post_json(
                 "/chat/completions", body, headers=self.headers(context),
                 deadline=deadline_of(context), model=request.model,
@@ -145,16 +144,18 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
         try:
             self.check_size(request)
             validate.chat(request)
-            body = to_json(request)
-            body["stream"] = True
+            body = request_body(request)  # "stream": true
             stream = self.upstream.stream(
                 "/chat/completions", body, headers=self.headers(context),
                 deadline=deadline_of(context), model=request.model,
             )
             first = True
+            rid: str | None = None
             async with stream:
                 async for data in stream:
-                    rid = stream.response_headers.get("x-request-id") if stream.response_headers else None
+                    if first and stream.response_headers is not None:
+                        # Once per stream: a header lookup per chunk is measurable.
+                        rid = stream.response_headers.get("x-request-id")
                     chunk = self.parse(chat_pb2.StreamChatCompletionResponse, data, rid)
                     if first:
                         first = False
@@ -174,7 +175,7 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
             self.check_size(request)
             validate.embeddings(request)
             reply = await self.upstream.post_json(
-                "/embeddings", to_json(request), headers=self.headers(context),
+                "/embeddings", request_body(request), headers=self.headers(context),
                 deadline=deadline_of(context), model=request.model,
             )
             rid = reply.headers.get("x-request-id")

@@ -41,7 +41,7 @@ MODEL = "openai/gpt-4o-mini"
 MODEL_IDS = st.sampled_from([MODEL, "anthropic/claude-sonnet-4.5", "openai/text-embedding-3-small"])
 SSE = {"content-type": "text/event-stream"}
 E2E = settings(
-    max_examples=60,
+    max_examples=spec.examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -367,3 +367,95 @@ async def test_integers_stay_integers_in_free_form_json(
     body: dict[str, Any] = upstream.requests[-1].json or {}
     sent = body["tools"][0]["function"]["parameters"]
     assert spec.exact_diff(parameters, sent) == []
+
+
+# ----------------------------------------------------------------------------- spec examples
+
+
+def _examples() -> list[tuple[str, str, dict[str, Any]]]:
+    try:
+        return list(spec.response_examples())
+    except pytest.skip.Exception:
+        return []
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "data"), _examples(), ids=lambda v: v if isinstance(v, str) else ""
+)
+async def test_spec_examples_come_back_exactly_through_the_bridge(
+    upstream: DevUpstream,
+    stubs: Stubs,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    kind: str,
+    data: dict[str, Any],
+) -> None:
+    hi = [chat_pb2.ChatMessage(role="user", content_text="hi")]
+    returned: Any
+    if kind == "chat":
+        upstream.program(MODEL, Status(200, json.dumps(data)))
+        request = chat_pb2.CreateChatCompletionRequest(model=MODEL, messages=hi)
+        returned = to_json(await stubs.chat.CreateChatCompletion(request, timeout=10))
+    elif kind == "chunk":
+        upstream.program(MODEL, Status(200, spec.sse_body([data]), headers=SSE))
+        streaming = chat_pb2.StreamChatCompletionRequest(model=MODEL, messages=hi)
+        chunks = [c async for c in stubs.chat.StreamChatCompletion(streaming, timeout=10)]
+        assert len(chunks) == 1
+        returned = to_json(chunks[0])
+    elif kind == "embeddings":
+        upstream.program(MODEL, Status(200, json.dumps(data)))
+        embed = embeddings_pb2.CreateEmbeddingsRequest(model=MODEL, input_text="hi")
+        returned = to_json(await stubs.embeddings.CreateEmbeddings(embed, timeout=10))
+    elif kind == "model":
+        upstream.program(MODEL, Status(200, json.dumps(data)))
+        retrieve = models_pb2.RetrieveModelRequest(model=MODEL)
+        returned = to_json((await stubs.models.RetrieveModel(retrieve, timeout=10)).model)
+    else:
+        monkeypatch.setattr(devapi, "MODELS", tuple(data["data"]))
+        returned = to_json(await stubs.models.ListModels(models_pb2.ListModelsRequest()))
+        data = {"object": "list", "data": data["data"]}
+    assert spec.exact_diff(data, returned) == []
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+
+async def test_unknown_vocabulary_passes_both_ways(upstream: DevUpstream, stubs: Stubs) -> None:
+    """Values a newer API may add (roles, part types, tiers, finish reasons) are not enums."""
+    body = {
+        "model": MODEL,
+        "messages": [
+            {"role": "critic", "content": "hmm"},
+            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "v"}}]},
+        ],
+        "service_tier": "flex-2",
+        "modalities": ["text", "video"],
+        "tools": [{"type": "mcp", "mcp": {"server": "s"}}],
+        "tool_choice": "sometimes",
+    }
+    await stubs.chat.CreateChatCompletion(chat_request_from_json(body), timeout=10)
+    assert spec.exact_diff(body, upstream.requests[-1].json) == []
+    answer = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "service_tier": "flex-2",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "pause_turn",
+                "message": {
+                    "role": "narrator",
+                    "content": "x",
+                    "annotations": [{"type": "file_citation", "file_citation": {"id": "f"}}],
+                },
+            }
+        ],
+    }
+    upstream.program(MODEL, Status(200, json.dumps(answer)))
+    reply = await stubs.chat.CreateChatCompletion(chat_request_from_json(body), timeout=10)
+    assert reply.choices[0].finish_reason == "pause_turn"
+    assert reply.choices[0].message.role == "narrator"
+    assert reply.service_tier == "flex-2"
+    assert spec.exact_diff(answer, to_json(reply)) == []

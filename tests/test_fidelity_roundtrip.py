@@ -43,7 +43,9 @@ REQUESTS: dict[str, type[Message]] = {
     "embeddings_request": embeddings_pb2.CreateEmbeddingsRequest,
 }
 
-FIDELITY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FIDELITY = settings(
+    max_examples=spec.examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def extra_paths(msg: Message, path: str = "$") -> list[str]:

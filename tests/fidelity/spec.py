@@ -45,6 +45,12 @@ SPEC_PATH = Path(
 SPEC_URI = "urn:openai-openapi"
 MAX_SAFE_INTEGER = 2**53
 
+
+def examples(default: int) -> int:
+    """Hypothesis examples per property: `default`, or FIDELITY_EXAMPLES for a longer hunt."""
+    return int(os.environ.get("FIDELITY_EXAMPLES") or default)
+
+
 # ----------------------------------------------------------------------------- Vercel patches
 
 _STRINGS: Schema = {"type": "array", "items": {"type": "string"}}
