@@ -303,11 +303,15 @@ class Redirect:
 class Huge:
     """Answer 200 with a valid chat completion of about `size` bytes (a giant content string).
 
+    `chunked`: send it without a `content-length`, in 64 KiB pieces, so a client learns the
+    size only by reading (a limit on the announced length alone would miss it).
+
     On a streaming request: the role chunk, one content chunk of about `size` bytes, the
     final chunk and `[DONE]`.
     """
 
     size: int
+    chunked: bool = False
 
 
 @dataclass(frozen=True)
@@ -357,8 +361,8 @@ async def deliver(
             exchange.reset()
         case Status() | Html() | Empty() | MalformedJson() | WrongContentType() | Redirect():
             await _send(exchange, _canned(behavior, model))
-        case Huge(size):
-            await _huge(exchange, reply, size, model)
+        case Huge(size, chunked):
+            await _huge(exchange, reply, size, model, chunked)
         case SlowStream(interval):
             await _slow(exchange, reply, interval)
         case CutStream(after):
@@ -433,7 +437,9 @@ def _html_page(status: int) -> bytes:
     ).encode()
 
 
-async def _huge(exchange: Exchange, reply: Reply, size: int, model: str | None) -> None:
+async def _huge(
+    exchange: Exchange, reply: Reply, size: int, model: str | None, chunked: bool
+) -> None:
     name = model or "dev/huge"
     if isinstance(reply, StreamReply):
         chunks = _huge_chunks(reply.completion_id, reply.model, size)
@@ -455,7 +461,17 @@ async def _huge(exchange: Exchange, reply: Reply, size: int, model: str | None) 
     }
     padding = max(0, size - len(encode_json(completion)))
     completion["choices"][0]["message"]["content"] = "x" * padding
-    await _send(exchange, FullReply(200, encode_json(completion)))
+    body = encode_json(completion)
+    if not chunked:
+        await _send(exchange, FullReply(200, body))
+        return
+    await exchange.send_head(200, JSON_TYPE, {})
+    for start in range(0, len(body), _PIECE):
+        await exchange.send_data(body[start : start + _PIECE])
+    await exchange.finish()
+
+
+_PIECE = 64 * 1024
 
 
 def _huge_chunks(completion_id: str, model: str, size: int) -> list[Json]:

@@ -95,7 +95,7 @@ def embeddings(request: embeddings_pb2.CreateEmbeddingsRequest) -> None:
         raise invalid_argument("dimensions", "must be at least 1")
 
 
-def _range(request: ChatRequest, field: str, low: float, high: float) -> None:
+def _range(request: Message, field: str, low: float, high: float) -> None:
     if request.HasField(field):
         value = getattr(request, field)
         if not low <= value <= high:

@@ -243,7 +243,9 @@ async def test_embeddings_token_inputs(
     )
     assert request.WhichOneof("input") == field
     response = await stubs.embeddings.CreateEmbeddings(request)
-    assert upstream.requests[-1].json["input"] == value
+    sent = upstream.requests[-1].json
+    assert isinstance(sent, dict)
+    assert sent["input"] == value
     assert len(response.data) == (1 if field == "input_tokens" else 2)
 
 

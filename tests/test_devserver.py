@@ -594,6 +594,17 @@ async def test_huge(dev: DevUpstream, client: httpx.AsyncClient) -> None:
     assert len(chunks[1]["choices"][0]["delta"]["content"]) == 100_000
 
 
+async def test_huge_chunked_has_no_content_length(
+    dev: DevUpstream, client: httpx.AsyncClient
+) -> None:
+    dev.program(MODEL, Huge(300_000, chunked=True))
+    response = await client.post("/chat/completions", json=chat())
+    assert "content-length" not in response.headers
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert 290_000 <= len(response.content) <= 310_000
+    assert response.json()["object"] == "chat.completion"
+
+
 async def test_slow_stream(dev: DevUpstream, client: httpx.AsyncClient) -> None:
     dev.program(MODEL, SlowStream(0.01))
     started = time.monotonic()

@@ -371,6 +371,19 @@ async def test_huge_unary_response_is_refused_naming_the_limit(
     assert (await call(small_limit, streamed=False)).code is Code.OK
 
 
+async def test_huge_unannounced_response_is_cut_off_at_the_limit(
+    upstream: DevUpstream, small_limit: Stubs
+) -> None:
+    # No content-length: the bridge finds out by reading, stops at the limit and drops the
+    # connection instead of reading (and buffering) the rest.
+    upstream.program(MODEL, Huge(2_000_000, chunked=True))
+    outcome = await call(small_limit, streamed=False)
+    assert outcome.code is Code.RESOURCE_EXHAUSTED
+    assert outcome.status.reason == "RESPONSE_TOO_LARGE"
+    assert "exceeded the limit of 20000 bytes" in outcome.status.message
+    await wait_for(lambda: upstream.active_responses == 0)
+
+
 async def test_huge_stream_event_is_refused_naming_the_limit(
     upstream: DevUpstream, small_limit: Stubs
 ) -> None:
@@ -605,7 +618,7 @@ INVALID_REQUESTS: list[tuple[str, Callable[[Stubs], Any], str]] = [
 
 
 def from_json_embeddings(data: dict[str, Any]) -> embeddings_pb2.CreateEmbeddingsRequest:
-    return from_json(embeddings_pb2.CreateEmbeddingsRequest, data)  # type: ignore[no-any-return]
+    return from_json(embeddings_pb2.CreateEmbeddingsRequest, data)
 
 
 @pytest.mark.parametrize(
@@ -689,6 +702,8 @@ class Case:
     """Cancel the stream after this many messages (the caller walks away)."""
     invalid: bool = False
     """Send a request the bridge must refuse itself."""
+    embeddings: bool = False
+    """Call CreateEmbeddings instead of chat."""
 
 
 def _both(name: str, behaviors: tuple[Behavior, ...], code: grpc.StatusCode) -> list[Case]:
@@ -746,6 +761,17 @@ SUITE_CASES: list[Case] = [
     ),
     Case("cancelled stream", True, (SlowStream(0.02),), Code.CANCELLED, cancel_after=2),
     Case("invalid input", False, (), Code.INVALID_ARGUMENT, invalid=True),
+    Case("embeddings ok", False, (), Code.OK, embeddings=True),
+    Case("embeddings 503 then ok", False, (Status(503),), Code.OK, embeddings=True),
+    Case(
+        "embeddings html 502 twice",
+        False,
+        (Html(502), Html(502)),
+        Code.UNAVAILABLE,
+        embeddings=True,
+    ),
+    Case("embeddings malformed", False, (MalformedJson(),), Code.INTERNAL, embeddings=True),
+    Case("embeddings hang", False, (Hang(),), Code.DEADLINE_EXCEEDED, timeout=2.0, embeddings=True),
 ]
 SUITE_SIZE = 200
 SUITE_CALLERS = 4
@@ -758,6 +784,18 @@ async def _suite_call(stubs: Stubs, case: Case, model: str) -> grpc.StatusCode:
         try:
             await stubs.chat.CreateChatCompletion(request)
         except grpc.aio.AioRpcError as error:
+            assert richstatus.of_error(error).violations[0][0] == "messages"
+            return error.code()
+        return Code.OK
+    if case.embeddings:
+        try:
+            await stubs.embeddings.CreateEmbeddings(
+                embeddings_pb2.CreateEmbeddingsRequest(model=model, input_text="suite"),
+                timeout=case.timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not Code.DEADLINE_EXCEEDED:
+                richstatus.of_error(error)  # the details are there and well formed
             return error.code()
         return Code.OK
     if case.cancel_after is not None:
