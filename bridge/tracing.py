@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -152,7 +153,8 @@ def _sdk_provider(exporter: str) -> Any:
         ) from None
     span_exporter: Any
     if exporter == "console":
-        span_exporter = ConsoleSpanExporter()
+        # sys.stdout as it is now (its default is bound when the SDK is imported).
+        span_exporter = ConsoleSpanExporter(out=sys.stdout)
     else:
         try:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import logs, observe, server, tracing
+from bridge.config import ConfigError
 from bridge.devfaults import Hang, Status
 from bridge.devserver import DevUpstream
 from bridge.metrics import BoundedLabel
@@ -459,6 +460,56 @@ async def test_without_opentelemetry_the_callers_trace_context_is_forwarded_as_i
     (request,) = upstream.requests
     assert request.headers["traceparent"] == TRACEPARENT
     assert request.headers["tracestate"] == TRACESTATE
+
+
+async def test_console_exporter_prints_the_bridges_own_spans(
+    upstream: DevUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trace-exporter console: the bridge's own SDK provider, flushed when it stops."""
+    running = await server.start(bridge_config(upstream, trace_exporter="console"))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            metadata = (("traceparent", TRACEPARENT),)
+            await stubs_for(channel).chat.CreateChatCompletion(chat_request(), metadata=metadata)
+    finally:
+        await running.stop(0)
+    printed = capsys.readouterr().out
+    decoder = json.JSONDecoder()
+    exported: list[dict[str, Any]] = []
+    index = 0
+    while (start := printed.find("{", index)) != -1:
+        span, index = decoder.raw_decode(printed, start)
+        exported.append(span)
+    names = {span["name"]: span for span in exported}
+    server_span = names["aigateway.v1.ChatService/CreateChatCompletion"]
+    client_span = names["POST /chat/completions"]
+    assert server_span["context"]["trace_id"] == "0x" + TRACE_ID
+    assert server_span["parent_id"] == "0x" + CALLER_SPAN
+    assert client_span["parent_id"] == server_span["context"]["span_id"]
+    assert server_span["resource"]["attributes"]["service.name"] == "aigateway-bridge"
+
+
+async def test_otlp_exporter_without_its_package_is_a_clear_configuration_error(
+    upstream: DevUpstream,
+) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the OTLP exporter is installed here")
+    with pytest.raises(ConfigError, match="opentelemetry-exporter-otlp-proto-grpc"):
+        await server.start(bridge_config(upstream, trace_exporter="otlp"))
+
+
+def test_unknown_trace_exporter_and_log_format_are_refused(upstream: DevUpstream) -> None:
+    with pytest.raises(ConfigError, match="--trace-exporter"):
+        bridge_config(upstream, trace_exporter="jaeger")
+    with pytest.raises(ConfigError, match="--log-format"):
+        bridge_config(upstream, log_format="xml")
+    with pytest.raises(ConfigError, match="--metrics-listen"):
+        bridge_config(upstream, metrics_listen="9464")
 
 
 # ------------------------------------------------------------------------------ the command
