@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import httpx
@@ -28,7 +28,7 @@ from bridge.errors import BridgeError
 from bridge.translate import TranslationError, from_json, request_body
 from bridge.upstream import Upstream
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
 RETURNED_HEADERS = (
@@ -46,7 +46,7 @@ RETURNED_HEADERS = (
 
 def deadline_of(context: Context) -> float | None:
     """The caller's deadline on the event loop's clock, or None when it set none."""
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
     return asyncio.get_running_loop().time() + remaining
@@ -72,7 +72,7 @@ class _Base:
     def parse(self, message_type: type[T], data: dict[str, Any], request_id: str | None) -> T:
         """Translate an upstream answer; a shape no message can hold is the upstream's fault."""
         try:
-            return from_json(message_type, data)  # type: ignore[type-var, no-any-return]
+            return from_json(message_type, data)  # type: ignore[type-var]
         except TranslationError as exc:
             raise errors.transport_error(
                 "malformed", domain=self.upstream.domain, detail=str(exc), request_id=request_id
