@@ -245,16 +245,22 @@ async def serve(config: Config) -> int:
               flush=True)
 
     hurried: list[asyncio.Future[None]] = []
+    cut_short = False
 
     def hurry() -> None:
+        nonlocal cut_short
+        cut_short = cut_short or bridge.tracker.active > 0
+        print(f"{worker}second signal: cancelling {bridge.tracker.active} call(s) now",
+              flush=True)
         hurried.append(asyncio.ensure_future(bridge.server.stop(None)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, hurry)
     drained = await bridge.stop(config.shutdown_grace, refusing=refusing)
-    if drained:
+    if drained and not cut_short:
         print(f"{worker}stopped: all calls finished", flush=True)
         return EXIT_DRAINED
-    print(f"{worker}stopped: calls still running after {config.shutdown_grace:g} s were "
-          f"cancelled (exit code {EXIT_CANCELLED})", flush=True)
+    when = "on the second signal" if cut_short else f"after {config.shutdown_grace:g} s"
+    print(f"{worker}stopped: calls still running {when} were cancelled "
+          f"(exit code {EXIT_CANCELLED})", flush=True)
     return EXIT_CANCELLED

@@ -300,6 +300,24 @@ async def test_sigterm_cancels_what_outlives_the_grace_and_says_so(
     assert upstream.active_responses == 0
 
 
+async def test_a_second_signal_cancels_at_once(upstream: DevUpstream, spawn: list[Served]) -> None:
+    upstream.program(MODEL, SlowStream(30))
+    served = await _serve(spawn, upstream, "--shutdown-grace", "600")
+    port = (await served.line_matching(r"listening on 127\.0\.0\.1:(\d+)")).group(1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = stubs_for(channel).chat.StreamChatCompletion(_stream_request())
+        await stream.read()
+        served.process.send_signal(signal.SIGINT)
+        await served.line_matching(r"shutting down: .* 1 call\(s\) in flight")
+        served.process.send_signal(signal.SIGINT)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _rest_of(stream)
+        assert caught.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    code, output = await served.wait()  # well before the 600 s grace
+    assert code == server.EXIT_CANCELLED, output
+    assert "on the second signal were cancelled" in output
+
+
 # ------------------------------------------------------------------------------- limits
 
 
