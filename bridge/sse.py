@@ -82,8 +82,11 @@ class SSEDecoder:
 
     def close(self) -> Event | None:
         """The unfinished event at end of stream, if any (servers may omit the last blank)."""
-        tail = self._buffer
-        self._buffer = b""
+        tail, self._buffer = self._buffer, b""
         if tail:
-            self._line(tail.rstrip(b"\r"))
+            # A lone CR kept back as possibly half a CRLF was a line end after all; when that
+            # line was blank, it is what dispatches the pending event.
+            event = self._line(tail.rstrip(b"\r"))
+            if event is not None:
+                return event
         return self._line(b"")
