@@ -170,6 +170,31 @@ async def test_unreadable_200_is_internal_and_not_retried(
     assert chat_requests(upstream) == 1
 
 
+@streamed_or_not
+async def test_error_envelope_sent_with_200_is_still_an_error(
+    upstream: DevUpstream, stubs: Stubs, streamed: bool
+) -> None:
+    # Some gateways answer 200 with an error envelope (even to a streaming request).
+    envelope = {"error": {"message": "slow down", "type": "rate_limit_error", "code": None}}
+    upstream.program(MODEL, Status(200, envelope), Status(200, envelope), Status(200, envelope))
+    outcome = await call(stubs, streamed)
+    assert (outcome.code, outcome.received) == (Code.RESOURCE_EXHAUSTED, 0)
+    assert "slow down" in outcome.status.message
+    assert outcome.status.reason == "RATE_LIMIT_ERROR"
+    assert chat_requests(upstream) == 3  # a rate limit is retried, whatever its envelope
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"null"])
+async def test_json_that_is_not_an_object_is_malformed(
+    upstream: DevUpstream, stubs: Stubs, body: bytes
+) -> None:
+    upstream.program(MODEL, Status(200, body))
+    outcome = await call(stubs, streamed=False)
+    assert outcome.code is Code.INTERNAL
+    assert outcome.status.reason == "MALFORMED_RESPONSE"
+    assert "expected a JSON object" in outcome.status.message
+
+
 @pytest.mark.parametrize("after", [0, 3])
 async def test_malformed_sse_line_ends_the_stream(
     upstream: DevUpstream, stubs: Stubs, after: int
