@@ -383,6 +383,39 @@ async def test_max_connection_age_ends_connections_that_outlive_it(
         await running.stop(0)
 
 
+async def _ping_until_dropped(port: int, within: float) -> bool:
+    """Ping every 50 ms on an idle connection; True when the server drops it within `within`."""
+    options = [("grpc.keepalive_time_ms", 50), ("grpc.keepalive_permit_without_calls", 1),
+               ("grpc.http2.max_pings_without_data", 0)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        await stubs_for(channel).models.ListModels(models_pb2.ListModelsRequest())
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        try:
+            await asyncio.wait_for(
+                channel.wait_for_state_change(grpc.ChannelConnectivity.READY), within
+            )
+        except TimeoutError:
+            return False
+        return True
+
+
+async def test_clients_pinging_too_often_are_disconnected(upstream: DevUpstream) -> None:
+    strict = await server.start(bridge_config(upstream, min_client_ping_interval=10))
+    lenient = await server.start(bridge_config(upstream, min_client_ping_interval=0.01))
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # GOAWAY too_many_pings after a few strikes: the connection leaves READY.
+        assert await _ping_until_dropped(strict.port, 60)
+        took = loop.time() - began
+        # The same client against a server that allows its pace keeps its connection at
+        # least twice as long.
+        assert not await _ping_until_dropped(lenient.port, 2 * took + 1)
+    finally:
+        await strict.stop(0)
+        await lenient.stop(0)
+
+
 # ------------------------------------------------------------------------------- workers
 
 
