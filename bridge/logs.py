@@ -36,8 +36,13 @@ class _Redactor:
 
     def __call__(self, line: str) -> str:
         for secret in self.secrets:
-            line = line.replace(secret, _MASK)
-        return _BEARER.sub(lambda m: f"{m.group(1)} {_MASK}", line)
+            if secret in line:
+                line = line.replace(secret, _MASK)
+        # Every line passes here: look for the words before running the regex.
+        lowered = line.lower()
+        if "bearer" in lowered or "basic" in lowered:
+            line = _BEARER.sub(lambda m: f"{m.group(1)} {_MASK}", line)
+        return line
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -99,6 +100,7 @@ class Metrics:
             self.registry = CollectorRegistry()
             target = self.registry
         self.model_label = BoundedLabel()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         call = ("grpc_service", "grpc_method", "grpc_type")
         self.calls = Counter(
             "bridge_grpc_server_handled",
@@ -157,6 +159,15 @@ class Metrics:
             registry=target,
         )
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: labels are bounded, and prometheus_client's
+        own lookup (validation, a lock) costs more than the increment itself."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
@@ -166,7 +177,7 @@ class Metrics:
         for kind in ("prompt", "completion", "total"):
             value = usage.get(kind)
             if value:
-                self.tokens.labels(label, kind).inc(value)
+                self.child(self.tokens, label, kind).inc(value)
 
 
 def _enable_multiprocess(directory: str) -> None:

@@ -57,6 +57,7 @@ class Call:
     upstream_status: int | None = None
     upstream_request_id: str | None = None
     first_message: bool = False
+    traced: bool = False
     usage: dict[str, int] = field(default_factory=dict)
 
 
@@ -195,19 +196,20 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 call.request_id = _clean_id(value)
         _current.set(call)
         if self.metrics is not None:
-            self.metrics.in_flight.labels(service, method, kind).inc()
+            self.metrics.child(self.metrics.in_flight, service, method, kind).inc()
         span = None
-        if self.tracer is not None:
+        if self.tracer is not None and self.tracer.active:
             span = self.tracer.start_server_span(service, method, metadata)
+            call.traced = True
         return call, span
 
     def _message(self, call: Call, response: Any) -> None:
         if not call.first_message:
             call.first_message = True
             if call.kind == "server_stream" and self.metrics is not None:
-                self.metrics.first_message_seconds.labels(call.service, call.method).observe(
-                    time.perf_counter() - call.started
-                )
+                self.metrics.child(
+                    self.metrics.first_message_seconds, call.service, call.method
+                ).observe(time.perf_counter() - call.started)
         usage = _usage_of(response)
         if usage:
             model = _model_of(response) or call.model
@@ -227,9 +229,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         code = _status_of(context, error)
         if self.metrics is not None:
             labels = (call.service, call.method, call.kind)
-            self.metrics.in_flight.labels(*labels).dec()
-            self.metrics.calls.labels(*labels, code).inc()
-            self.metrics.call_seconds.labels(*labels).observe(elapsed)
+            self.metrics.child(self.metrics.in_flight, *labels).dec()
+            self.metrics.child(self.metrics.calls, *labels, code).inc()
+            self.metrics.child(self.metrics.call_seconds, *labels).observe(elapsed)
         trace_id = None
         if span is not None and self.tracer is not None:
             trace_id = _trace_id(span[0])
@@ -321,9 +323,10 @@ class UpstreamHooks:
             call.attempts += 1
             attempt = call.attempts
         if attempt > 1 and self.metrics is not None:
-            self.metrics.upstream_retries.labels(request.method, route).inc()
+            self.metrics.child(self.metrics.upstream_retries, request.method, route).inc()
         request.extensions["bridge_observed"] = (route, time.perf_counter())
-        if self.tracer is not None:
+        traced = call.traced if call is not None else self.tracer is not None and self.tracer.active
+        if self.tracer is not None and traced:
             span = self.tracer.start_client_span(
                 request.method, route, self.host, attempt, request.headers
             )
@@ -332,10 +335,10 @@ class UpstreamHooks:
     def responded(self, request: httpx.Request, response: httpx.Response) -> None:
         route, started = request.extensions.get("bridge_observed", ("other", time.perf_counter()))
         if self.metrics is not None:
-            self.metrics.upstream_requests.labels(
-                request.method, route, str(response.status_code)
+            self.metrics.child(
+                self.metrics.upstream_requests, request.method, route, str(response.status_code)
             ).inc()
-            self.metrics.upstream_seconds.labels(request.method, route).observe(
+            self.metrics.child(self.metrics.upstream_seconds, request.method, route).observe(
                 time.perf_counter() - started
             )
         call = _current.get()
@@ -352,8 +355,8 @@ class UpstreamHooks:
         route, started = request.extensions.get("bridge_observed", ("other", time.perf_counter()))
         if self.metrics is not None:
             status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
-            self.metrics.upstream_requests.labels(request.method, route, status).inc()
-            self.metrics.upstream_seconds.labels(request.method, route).observe(
+            self.metrics.child(self.metrics.upstream_requests, request.method, route, status).inc()
+            self.metrics.child(self.metrics.upstream_seconds, request.method, route).observe(
                 time.perf_counter() - started
             )
         span = request.extensions.get("bridge_span")

@@ -57,6 +57,20 @@ class Tracing:
             self._provider = _sdk_provider(exporter)
         self.tracer = trace.get_tracer("bridge", tracer_provider=self._provider)
 
+    @property
+    def active(self) -> bool:
+        """Whether spans would be recorded: the bridge's own provider, or a global one set up.
+
+        Without one, OpenTelemetry's spans are no-ops that only copy the caller's context,
+        which the metadata allowlist already forwards; skipping them saves their cost (about
+        a tenth of a millisecond per call) on every call.
+        """
+        if self._provider is not None:
+            return True
+        return not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+        )
+
     def shutdown(self) -> None:
         """Flush and stop the bridge's own provider (the global one belongs to the host)."""
         if self._provider is not None:

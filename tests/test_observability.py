@@ -462,6 +462,24 @@ async def test_without_opentelemetry_the_callers_trace_context_is_forwarded_as_i
     assert request.headers["tracestate"] == TRACESTATE
 
 
+async def test_without_a_tracer_provider_no_spans_are_made_and_the_context_passes_as_is(
+    observed: tuple[server.Bridge, Stubs],
+    upstream: DevUpstream,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenTelemetry installed but nothing set up (the image's default): no span work."""
+    _, stubs = observed
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
+    spans.clear()
+    metadata = (("traceparent", TRACEPARENT), ("tracestate", TRACESTATE))
+    await stubs.chat.CreateChatCompletion(chat_request(), metadata=metadata)
+    assert spans.get_finished_spans() == ()
+    (request,) = upstream.requests
+    assert request.headers["traceparent"] == TRACEPARENT
+    assert request.headers["tracestate"] == TRACESTATE
+
+
 async def test_console_exporter_prints_the_bridges_own_spans(
     upstream: DevUpstream, capsys: pytest.CaptureFixture[str]
 ) -> None:
