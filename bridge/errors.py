@@ -79,6 +79,9 @@ bytes; a megabyte is a misbehaving proxy) and only excerpted."""
 _REASON_LIMIT = 63
 """ErrorInfo.reason is at most 63 characters of [A-Z0-9_] (google/rpc/error_details.proto)."""
 
+_MIN_SECRET = 8
+"""Shorter "credentials" are not cut out of error bodies: they would mangle ordinary words."""
+
 _STATUS_PHRASES = {499: "Client Closed Request", 529: "Overloaded"}
 """Reason phrases of non-standard statuses that upstreams (nginx, Anthropic) use."""
 
@@ -526,14 +529,20 @@ def from_http_response(
     *,
     domain: str,
     model: str | None = None,
+    secrets: Iterable[str] = (),
 ) -> BridgeError:
     """Translate an upstream HTTP error response.
 
     `domain` is the upstream host (ErrorInfo.domain); `model` is the model the request named,
     so a 404 about it can say so in a ResourceInfo. Headers may be any mapping; names are
     matched case-insensitively. The body may be anything: an OpenAI envelope, a FastAPI 422, a
-    proxy's HTML page, nothing at all; the status decides the code either way.
+    proxy's HTML page, nothing at all; the status decides the code either way. `secrets` (the
+    credential the request carried) are cut out of the body before anything is quoted, in
+    case the upstream echoes them: patterns catch the usual key shapes, this catches the rest.
     """
+    for secret in secrets:
+        if len(secret) >= _MIN_SECRET:
+            body = body.replace(secret.encode(), b"[redacted]")
     rule = _rule_for(status)
     upstream = _parse_body(body)
     reason = rule.reason or _upper_snake(upstream.label()) or f"HTTP_{status}"

@@ -250,8 +250,12 @@ class Upstream:
                 detail=f"the upstream answered {response.status_code} redirecting to "
                 f"{_origin(response.headers.get('location', ''))}",
             )
+        # The credential this request carried (the caller's or the bridge's), never to be
+        # echoed back in the status.
+        credential = response.request.headers.get("authorization", "").partition(" ")[2]
         return errors.from_http_response(
-            response.status_code, body, response.headers, domain=self.domain, model=model
+            response.status_code, body, response.headers, domain=self.domain, model=model,
+            secrets=(credential.strip(),),
         )
 
     def _transport_error(
@@ -273,7 +277,10 @@ class Upstream:
             kind = "reset" if response is None else cut
         else:
             kind = "protocol"
-        return errors.transport_error(kind, domain=self.domain, detail=detail, request_id=request_id)  # type: ignore[arg-type]
+        return errors.transport_error(
+            kind,  # type: ignore[arg-type]
+            domain=self.domain, detail=detail, request_id=request_id,
+        )
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], deadline: float | None) -> T:
         """Run `attempt` until it succeeds, fails for good, or time or attempts run out."""
@@ -291,7 +298,9 @@ class Upstream:
                     raise
                 log.info(
                     "retrying upstream call",
-                    extra={"attempt": tries + 1, "delay_s": round(delay, 3), "code": error.code.name},
+                    extra={
+                        "attempt": tries + 1, "delay_s": round(delay, 3), "code": error.code.name,
+                    },
                 )
                 await asyncio.sleep(delay)
 

@@ -535,6 +535,16 @@ def test_echoed_credentials_do_not_reach_the_message() -> None:
     assert "abcdefghijklmnop" not in seen.message
 
 
+def test_the_requests_own_credential_is_cut_out_of_any_echo() -> None:
+    body = envelope("Incorrect API key provided: key-12345678.", "authentication_error")
+    error = from_http_response(401, body, {}, domain=HOST, secrets=("key-12345678",))
+    assert "key-12345678" not in error.message
+    assert error.message.endswith("Incorrect API key provided: [redacted].")
+    # Too short to be a credential worth hunting for: left alone.
+    error = from_http_response(401, envelope("bad key abc"), {}, domain=HOST, secrets=("abc",))
+    assert error.message.endswith("bad key abc")
+
+
 # --- errors inside a stream ----------------------------------------------------------------
 
 

@@ -373,6 +373,18 @@ async def test_redirect_to_another_origin_is_never_followed(
     assert upstream.requests[0].headers["authorization"] == f"Bearer {DEV_KEY}"
 
 
+async def test_an_echoed_credential_never_reaches_the_caller(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    # DEV_KEY is too short for the key-shaped patterns; the bridge cuts out what it sent.
+    echo = f"Incorrect API key provided: {DEV_KEY}. Check https://example.invalid?k={DEV_KEY}"
+    upstream.program(MODEL, Status(401, {"error": {"message": echo, "type": "auth"}}))
+    outcome = await call(stubs, streamed=False)
+    assert outcome.code is Code.UNAUTHENTICATED
+    assert DEV_KEY not in outcome.status.message
+    assert "Incorrect API key provided: [redacted]." in outcome.status.message
+
+
 # ----------------------------------------------------------------------------- huge
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import translate
@@ -44,7 +44,7 @@ REQUESTS: dict[str, type[Message]] = {
 }
 
 FIDELITY = settings(
-    max_examples=spec.examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=spec.examples(150), deadline=None, suppress_health_check=spec.TOLERATED
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aigateway.v1 import chat_pb2
+from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
 
 from bridge import codegen
 
@@ -34,3 +34,31 @@ def test_stream_request_mirrors_unary_request() -> None:
     stream = shape(chat_pb2.StreamChatCompletionRequest.DESCRIPTOR)
     assert stream.pop("stream_options")[0] == 25
     assert unary == stream
+
+
+def test_every_json_object_message_keeps_unknown_keys() -> None:
+    """The fidelity convention: each message that mirrors a JSON object has
+    `google.protobuf.Struct extra_fields = 1000`, so a key it does not model is never lost."""
+    # Not JSON objects: array wrappers of unions, and RPC envelopes around path parameters.
+    exempt = {
+        "ListModelsRequest",
+        "RetrieveModelRequest",
+        "RetrieveModelResponse",
+    }
+    missing = []
+    checked = 0
+    for module in (chat_pb2, common_pb2, embeddings_pb2, models_pb2):
+        for message in module.DESCRIPTOR.message_types_by_name.values():
+            fields = message.fields
+            if message.name in exempt or (len(fields) == 1 and fields[0].name == "values"):
+                continue
+            extra = message.fields_by_name.get("extra_fields")
+            if (
+                extra is None
+                or extra.number != 1000
+                or extra.message_type.full_name != "google.protobuf.Struct"
+            ):
+                missing.append(message.full_name)
+            checked += 1
+    assert missing == []
+    assert checked > 50  # every object message of the four files, not a vacuous pass
