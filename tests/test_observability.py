@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -512,7 +513,7 @@ async def test_otlp_exporter_without_its_package_is_a_clear_configuration_error(
 ) -> None:
     pytest.importorskip("opentelemetry.sdk")
     try:
-        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
+        importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
     except ImportError:
         pass
     else:
