@@ -119,3 +119,42 @@ $(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -nam
 	$(call need,java,examples-java needs a JDK 17 or newer on PATH)
 	$(call need,mvn,examples-java needs Maven 3.8 or newer on PATH: https://maven.apache.org/)
 	cd examples/java && mvn -B -q -Dstyle.color=never package
+
+# --------------------------------------------------------------------------- benchmarks
+# `make bench`: the bridge next to direct REST (httpx) and the openai SDK, in one run on
+# loopback (bench/run.py, about 5 minutes); results in bench/results/. The upstream is a
+# small Go server (bench/upstream); ghz comes from the Go module proxy when it can, and its
+# column stays empty when it cannot. `make bench-micro`: pytest-benchmark microbenchmarks
+# of the translation hot paths (bench/micro, not part of `make test`).
+BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_BIN   := bench/bin
+GHZ_VERSION := v0.120.0
+
+.PHONY: bench bench-micro bench-profile bench-ghz
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+$(BENCH_BIN)/upstream: bench/upstream/main.go bench/upstream/go.mod
+	$(call need,go,make bench needs Go 1.22 or newer on PATH for its upstream: https://go.dev/dl/)
+	cd bench/upstream && go build -o ../bin/upstream .
+
+## bench-ghz: bench/bin/ghz from the Go module proxy (optional: failure only leaves a note)
+bench-ghz:
+	@test -x $(BENCH_BIN)/ghz || GOBIN=$(CURDIR)/$(BENCH_BIN) go install \
+		github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) || \
+		echo "note: could not install ghz $(GHZ_VERSION); the benchmark runs without it" >&2
+
+## bench: measure the bridge against direct httpx and the openai SDK; prints the table
+bench: $(BENCH_STAMP) $(BENCH_BIN)/upstream $(DESCRIPTOR) bench-ghz
+	$(BIN)/python bench/run.py
+
+## bench-micro: pytest-benchmark microbenchmarks of translation, SSE and headers
+bench-micro: $(BENCH_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider bench/micro \
+		--benchmark-columns=min,median,mean,ops --benchmark-sort=name
+
+## bench-profile: py-spy profiles of the bridge under each load, in bench/profiles/
+bench-profile: $(BENCH_STAMP) $(BENCH_BIN)/upstream
+	$(BIN)/python bench/profile.py

@@ -1,0 +1,177 @@
+"""A/B: the bridge's CPU per call for several variants, measured alternately in one run.
+
+Throughput on a shared 2-core machine swings with whatever else runs; CPU seconds the
+bridge process spends per call (from /proc) swing much less, and alternating the variants
+round by round spreads the remaining noise evenly. Each variant is a source tree (e.g. a
+`git archive` of an older commit) plus optional monkeypatches applied before the bridge
+starts, so one change can be switched off at a time:
+
+    python bench/ab.py new=. base=/tmp/base no-orjson=.:no-orjson
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from run import BIN, DESCRIPTOR, GHZ_BODY, HERE, ROOT, UNARY, cpu_seconds, process
+
+PATCHES = {
+    # Undo one change each, to see what it bought.
+    "httpx-info": "import logging, bridge.logs as L\n"
+    "_c = L.configure\n"
+    "def configure(*a, **k):\n"
+    "    h = _c(*a, **k); logging.getLogger('httpx').setLevel(logging.INFO); return h\n"
+    "L.configure = configure\n",
+    "no-orjson": "import json, bridge.upstream as U\nU._loads = json.loads\n",
+}
+
+LAUNCH = """
+import runpy, sys
+{patches}
+sys.argv = ["bridge", *sys.argv[1:]]
+runpy.run_module("bridge", run_name="__main__")
+"""
+
+
+def bridge_command(
+    tree: str, patches: list[str], upstream: str
+) -> tuple[list[str], dict[str, str]]:
+    code = LAUNCH.format(patches="\n".join(PATCHES[p] for p in patches))
+    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        f"http://{upstream}/v1",
+    ]
+    return args, env
+
+
+def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    before = cpu_seconds(pid)
+    ghz = subprocess.run(
+        [
+            str(BIN / "ghz"),
+            "--insecure",
+            "--protoset",
+            str(DESCRIPTOR),
+            "--call",
+            UNARY,
+            "-d",
+            json.dumps(GHZ_BODY),
+            "-m",
+            json.dumps({"authorization": "Bearer bench"}),
+            "-c",
+            "32",
+            "--cpus",
+            "1",
+            "-z",
+            f"{seconds}s",
+            "--format",
+            "json",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    count = json.loads(ghz.stdout)["count"]
+    out["unary_cpu_ms"] = 1000 * (cpu_seconds(pid) - before) / count
+    for scenario, concurrency, key in (
+        ("stream", 8, "stream_cpu_ms"),
+        ("embed", 2, "embed_cpu_ms"),
+    ):
+        before = cpu_seconds(pid)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "load.py"),
+                "--path",
+                "grpc",
+                "--scenario",
+                scenario,
+                "--target",
+                target,
+                "-c",
+                str(concurrency),
+                "--warmup",
+                "0.5",
+                "--seconds",
+                str(seconds),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        total = json.loads(result.stdout.splitlines()[-1])["total_requests"]
+        out[key] = 1000 * (cpu_seconds(pid) - before) / total
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("variants", nargs="+", help="NAME=TREE[:PATCH[,PATCH]]")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    opts = parser.parse_args()
+    variants: list[tuple[str, str, list[str]]] = []
+    for spec in opts.variants:
+        name, _, rest = spec.partition("=")
+        tree, _, patches = rest.partition(":")
+        variants.append((name, tree, [p for p in patches.split(",") if p]))
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+    logs = HERE / "results" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with process([str(BIN / "upstream")], "listening on ", logs / "ab-upstream.log") as (_, up):
+        for round_no in range(opts.rounds):
+            for name, tree, patches in variants:
+                args, env = bridge_command(tree, patches, up)
+                proc = subprocess.Popen(
+                    args,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    env=env,
+                    cwd="/",
+                )
+                try:
+                    assert proc.stdout is not None
+                    line = proc.stdout.readline()
+                    target = line.split("listening on ", 1)[1].split(",")[0].strip()
+                    time.sleep(0.5)
+                    result = measure(proc.pid, target, opts.seconds)
+                finally:
+                    proc.terminate()
+                    proc.wait(15)
+                results[name].append(result)
+                print(
+                    f"round {round_no + 1} {name}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
+                    flush=True,
+                )
+    print()
+    keys = ["unary_cpu_ms", "stream_cpu_ms", "embed_cpu_ms"]
+    print("| variant | " + " | ".join(keys) + " |")
+    print("|---|" + "---:|" * len(keys))
+    for name, runs in results.items():
+        medians: list[Any] = [statistics.median(r[k] for r in runs) for k in keys]
+        print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in medians) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

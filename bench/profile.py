@@ -1,0 +1,100 @@
+"""`make bench-profile`: where the bridge spends its CPU under each benchmark load.
+
+Starts the benchmark upstream and the bridge like `make bench`, drives one load at a time
+with bench/load.py, and samples the bridge with py-spy (only while it holds the GIL, so
+waiting is not counted). Writes bench/profiles/<load>.txt (collapsed stacks, for flame
+graph tools) and prints the functions with the most samples, self and inclusive.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from run import BIN, HERE, ROOT, process, start_bridge
+
+LOADS = [("unary", 32), ("stream", 8), ("embed", 4)]
+OUT = HERE / "profiles"
+
+
+def summarize(path: Path, top: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{total} samples", "  self:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines.append("  inclusive:")
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top * 2)]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    with contextlib.ExitStack() as stack:
+        _, up = stack.enter_context(
+            process([str(BIN / "upstream")], "listening on ", OUT / "upstream.log")
+        )
+        bridge, br = stack.enter_context(start_bridge(up, OUT / "bridge.log"))
+        for scenario, concurrency in LOADS:
+            client = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "load.py"),
+                    "--path",
+                    "grpc",
+                    "--scenario",
+                    scenario,
+                    "--target",
+                    br,
+                    "-c",
+                    str(concurrency),
+                    "--warmup",
+                    "1",
+                    "--seconds",
+                    "7",
+                ],
+                stdout=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+            time.sleep(1.5)
+            out = OUT / f"{scenario}-c{concurrency}.txt"
+            subprocess.run(
+                [
+                    str(py_spy),
+                    "record",
+                    "--pid",
+                    str(bridge.pid),
+                    "--gil",
+                    "--rate",
+                    "250",
+                    "--duration",
+                    "5",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(out),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            client.wait()
+            print(f"== {scenario} c={concurrency}: {out.relative_to(ROOT)}")
+            print(summarize(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

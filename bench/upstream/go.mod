@@ -1,0 +1,3 @@
+module aigateway.local/bench/upstream
+
+go 1.22
