@@ -23,8 +23,9 @@ without code here. The rules (also written at the top of common.proto):
 * `extra_fields` holds every key the message does not model and every value its typed
   field cannot hold: `null`, an empty array or object (so presence survives), a value of
   an unexpected JSON type. `to_json` merges it back, so JSON -> proto -> JSON is exact
-  (integers in free-form JSON stay integers, within +-2**53). The one loss: a lone UTF-16
-  surrogate escaped in JSON (`"\\ud83d"`) cannot be a protobuf string and becomes U+FFFD.
+  (integers in free-form JSON stay integers, within +-2**53, beyond which a JSON number is
+  a double anyway). The one loss: a lone UTF-16 surrogate escaped in JSON (`"\\ud83d"`)
+  cannot be a protobuf string and becomes U+FFFD.
 
 Plans are compiled once per message type; the per-call work is a dict lookup and a
 setattr per key, which keeps streaming chunk translation cheap.
@@ -621,13 +622,19 @@ def from_json(message_type: type[M], data: Any) -> M:
         )
     msg = message_type()
     try:
-        _fill(msg, data)
-    except UnicodeEncodeError:
-        # JSON may escape a lone UTF-16 surrogate ("\ud83d", half of an emoji); protobuf
-        # strings must be valid UTF-8. Such characters become U+FFFD, as in any UTF-8 decoder,
-        # rather than failing the whole message. The only lossy case, and off the fast path.
-        msg = message_type()
-        _fill(msg, _replace_surrogates(data))
+        try:
+            _fill(msg, data)
+        except UnicodeEncodeError:
+            # JSON may escape a lone UTF-16 surrogate ("\ud83d", half of an emoji); protobuf
+            # strings must be valid UTF-8. Such characters become U+FFFD, as in any UTF-8
+            # decoder, rather than failing the whole message. The only lossy case, off the
+            # fast path.
+            msg = message_type()
+            _fill(msg, _replace_surrogates(data))
+    except OverflowError:
+        # An integer literal beyond 1e308 (Python's JSON decoder keeps it exact; no double,
+        # and so no protobuf number, can hold it).
+        raise TranslationError("a number beyond the range of a double (about 1e308)") from None
     return msg
 
 

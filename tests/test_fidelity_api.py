@@ -112,3 +112,17 @@ def test_lone_surrogates_become_replacement_characters() -> None:
     chunk = translate.from_json_bytes(chat_pb2.StreamChatCompletionResponse, raw)
     assert chunk.choices[0].delta.content == "a\ufffd"
     assert to_json(chunk)["\ufffd"] == 1
+
+
+def test_numbers_beyond_a_double_are_a_translation_error() -> None:
+    """Python's JSON decoder keeps `1e400`-sized integer literals exact; nothing else can."""
+    huge = "1" + "0" * 400
+    for raw in (f'{{"id": "m", "x": {huge}}}', f'{{"created": {huge}}}'):
+        with pytest.raises(TranslationError, match="beyond the range of a double"):
+            translate.from_json_bytes(models_pb2.Model, raw)
+
+
+def test_integers_beyond_2_53_in_free_form_json_are_the_nearest_double() -> None:
+    """The documented limit: a Struct number is a double, as a JSON number is in most parsers."""
+    msg = from_json(models_pb2.Model, {"exact": 2**53, "rounded": 2**63})
+    assert to_json(msg) == {"exact": 2**53, "rounded": float(2**63)}

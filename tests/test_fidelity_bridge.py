@@ -483,3 +483,18 @@ async def test_unknown_vocabulary_passes_both_ways(upstream: DevUpstream, stubs:
     assert reply.choices[0].message.role == "narrator"
     assert reply.service_tier == "flex-2"
     assert spec.exact_diff(answer, to_json(reply)) == []
+
+
+async def test_an_answer_no_message_can_hold_is_a_clear_status(
+    upstream: DevUpstream, stubs: Stubs
+) -> None:
+    huge = "1" + "0" * 400
+    body = f'{{"id": "c", "object": "chat.completion", "created": {huge}, "choices": []}}'
+    upstream.program(MODEL, Status(200, body))
+    request = chat_pb2.CreateChatCompletionRequest(
+        model=MODEL, messages=[chat_pb2.ChatMessage(role="user", content_text="hi")]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.chat.CreateChatCompletion(request, timeout=10)
+    assert caught.value.code() != grpc.StatusCode.UNKNOWN
+    assert "beyond the range of a double" in (caught.value.details() or "")
