@@ -59,6 +59,7 @@ class Call:
     first_message: bool = False
     traced: bool = False
     usage: dict[str, int] = field(default_factory=dict)
+    usage_model: str | None = None
 
 
 _current: contextvars.ContextVar[Call | None] = contextvars.ContextVar("bridge_call", default=None)
@@ -212,11 +213,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ).observe(time.perf_counter() - call.started)
         usage = _usage_of(response)
         if usage:
-            model = _model_of(response) or call.model
-            for kind, value in usage.items():
-                call.usage[kind] = call.usage.get(kind, 0) + value
-            if self.metrics is not None:
-                self.metrics.count_usage(model, usage)
+            # The last usage of a call counts, once, when it ends: OpenAI sends one in the
+            # final chunk, but vLLM's continuous_usage_stats sends a running total in every
+            # chunk, which summing would count many times over.
+            call.usage = usage
+            call.usage_model = _model_of(response) or call.model
 
     def _end(
         self,
@@ -232,6 +233,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.metrics.child(self.metrics.in_flight, *labels).dec()
             self.metrics.child(self.metrics.calls, *labels, code).inc()
             self.metrics.child(self.metrics.call_seconds, *labels).observe(elapsed)
+            if call.usage:
+                self.metrics.count_usage(call.usage_model, call.usage)
         trace_id = None
         if span is not None and self.tracer is not None:
             trace_id = _trace_id(span[0])

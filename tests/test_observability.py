@@ -181,6 +181,38 @@ async def test_metrics_count_calls_upstream_retries_tokens_and_streams(
     assert DEV_KEY not in after.text
 
 
+async def test_running_usage_totals_in_every_chunk_are_counted_once(
+    observed: tuple[server.Bridge, Stubs], upstream: DevUpstream
+) -> None:
+    """vLLM's continuous_usage_stats: each chunk carries the total so far; the last counts."""
+    events = []
+    for completion, piece in enumerate(["a", "b", "c"], 1):
+        events.append(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "vllm/served-model",
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": completion,
+                    "total_tokens": 5 + completion,
+                },
+            }
+        )
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    upstream.program(MODEL, Status(200, body, headers={"content-type": "text/event-stream"}))
+    bridge, stubs = observed
+    chunks = [c async for c in stubs.chat.StreamChatCompletion(stream_request())]
+    assert [c.usage.total_tokens for c in chunks] == [6, 7, 8]
+    scraped = await scrape(metrics_port(bridge))
+    tokens = "bridge_tokens_total"
+    assert scraped.value(tokens, model="vllm/served-model", kind="prompt") == 5
+    assert scraped.value(tokens, model="vllm/served-model", kind="completion") == 3
+    assert scraped.value(tokens, model="vllm/served-model", kind="total") == 8
+
+
 async def test_in_flight_stream_and_cancellation_are_counted(
     observed: tuple[server.Bridge, Stubs], upstream: DevUpstream
 ) -> None:
