@@ -138,6 +138,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 $(BENCH_BIN)/upstream: bench/upstream/main.go bench/upstream/go.mod
 	$(call need,go,make bench needs Go 1.22 or newer on PATH for its upstream: https://go.dev/dl/)
+	mkdir -p $(BENCH_BIN)
 	cd bench/upstream && go build -o ../bin/upstream .
 
 ## bench-ghz: bench/bin/ghz from the Go module proxy (optional: failure only leaves a note)

@@ -46,6 +46,7 @@ async def drive(call: Call, concurrency: int, warmup: float, seconds: float) -> 
     """`concurrency` workers call in a loop; only calls started after warm-up are counted."""
     loop = asyncio.get_running_loop()
     start = loop.time()
+    cpu_start = time.process_time()
     measure_from = start + warmup
     stop_at = measure_from + seconds
     latencies: list[float] = []
@@ -68,6 +69,8 @@ async def drive(call: Call, concurrency: int, warmup: float, seconds: float) -> 
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = loop.time() - measure_from
+    # The client's own CPU (all its threads) per call, warm-up included like the calls.
+    client_cpu = time.process_time() - cpu_start
     latencies.sort()
     return {
         "requests": len(latencies),
@@ -79,6 +82,7 @@ async def drive(call: Call, concurrency: int, warmup: float, seconds: float) -> 
         "chunks": chunks,
         "chunks_per_s": chunks / elapsed,
         "first_chunks": first_chunks,
+        "client_cpu_ms_per_request": 1000 * client_cpu / max(total, 1),
     }
 
 

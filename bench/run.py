@@ -353,7 +353,10 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
     row("unary c=32: p99 latency, ms", "unary/c32", "p99_ms", 2)
     row("stream c=8 (100 chunks): chunks/s", "stream/c8", "chunks_per_s", 0)
     row("stream c=8: time to first chunk p50, ms", "stream/c8", "ttfc_p50_ms", 2)
+    row("unary c=32: client CPU per call, ms", "unary/c32", "client_cpu_ms_per_request", 3)
+    row("stream c=8: client CPU per stream, ms", "stream/c8", "client_cpu_ms_per_request", 2)
     row("embeddings 256x1536 c=4: requests/s", "embed/c4", "rps", 1)
+    row("embeddings: client CPU per call, ms", "embed/c4", "client_cpu_ms_per_request", 1)
     rows.append(
         [
             "embeddings: response bytes on the wire (float)",
