@@ -452,7 +452,7 @@ async def test_caller_deadline_mid_stream_closes_the_upstream(
     upstream: DevUpstream, stubs: Stubs
 ) -> None:
     upstream.program(MODEL, SlowStream(interval=0.05))
-    outcome = await call(stubs, streamed=True, timeout=0.5, max_tokens=10_000)
+    outcome = await call(stubs, streamed=True, timeout=1.0, max_tokens=10_000)
     assert outcome.code is Code.DEADLINE_EXCEEDED
     assert outcome.received > 0
     await wait_for(lambda: upstream.disconnects == 1 and upstream.active_responses == 0)
