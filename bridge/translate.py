@@ -193,6 +193,13 @@ def _is_list_wrapper(descriptor: Descriptor) -> bool:
     return len(fields) == 1 and fields[0].name == "values" and _is_repeated(fields[0])
 
 
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    """The message type of a message field (the stubs type it as optional)."""
+    message_type = field.message_type
+    assert message_type is not None, field.full_name
+    return message_type
+
+
 def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(field.is_repeated)
 
@@ -392,9 +399,10 @@ def _repeated_scalar_reader(field: FieldDescriptor) -> Reader:
 
 def _repeated_message_reader(field: FieldDescriptor) -> Reader:
     name = field.name
-    full_name = field.message_type.full_name
+    message_type = _message_type(field)
+    full_name = message_type.full_name
     if full_name in (_STRUCT, _LIST_VALUE, _VALUE):
-        filler: Callable[[Any, Any], None] = {
+        filler: Callable[[Any, Any], None] = {  # type: ignore[assignment]
             _STRUCT: _fill_struct,
             _LIST_VALUE: _fill_list,
             _VALUE: _set_value,
@@ -413,8 +421,8 @@ def _repeated_message_reader(field: FieldDescriptor) -> Reader:
 
         return read_wkt
 
-    if _is_list_wrapper(field.message_type):
-        values_reader = _field_reader(field.message_type.fields[0])
+    if _is_list_wrapper(message_type):
+        values_reader = _field_reader(message_type.fields[0])
 
         def read_lists(msg: Message, value: Any) -> bool:
             if type(value) is not list or not value or not all(type(v) is list for v in value):
@@ -441,7 +449,7 @@ def _repeated_message_reader(field: FieldDescriptor) -> Reader:
 
 def _map_reader(field: FieldDescriptor) -> Reader:
     name = field.name
-    value_field = field.message_type.fields_by_name["value"]
+    value_field = _message_type(field).fields_by_name["value"]
     if value_field.message_type is None:
         check = _scalar_check(value_field)
 
@@ -597,7 +605,7 @@ def _wrapper_writer(descriptor: Descriptor) -> Writer:
 
 
 def _fill(msg: Message, data: dict[str, Any]) -> None:
-    plan = _plan(msg.DESCRIPTOR)
+    plan = _plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
     readers = plan.readers
     extra: dict[str, Any] | None = None
     for key, value in data.items():
@@ -659,7 +667,7 @@ def from_json_bytes(message_type: type[M], raw: bytes | str) -> M:
 
 def to_json(msg: Message) -> dict[str, Any]:
     """The message as the JSON object the OpenAI API uses; the inverse of `from_json`."""
-    plan = _plan(msg.DESCRIPTOR)
+    plan = _plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
     writers = plan.writers
     out: dict[str, Any] = {}
     extra: struct_pb2.Struct | None = None
