@@ -14,6 +14,7 @@ message content beyond `model` and `usage`, nor at any credential.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -151,9 +152,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 call, span = self._begin(service, method, kind, request, context)
                 error: BaseException | None = None
                 try:
-                    async for response in behavior(request, context):
-                        self._message(call, response)
-                        yield response
+                    # Closed here, not whenever it is collected: its `finally` closes the
+                    # upstream response, which a cancelled call must release at once.
+                    async with contextlib.aclosing(behavior(request, context)) as responses:
+                        async for response in responses:
+                            self._message(call, response)
+                            yield response
                 except BaseException as exc:
                     error = exc
                     raise
