@@ -196,7 +196,11 @@ class Config:
 
     # ------------------------------------------------------------------ limits and keepalive
     max_concurrent_streams: int = _opt(
-        100, "Concurrent calls per client connection (HTTP/2 streams); 0: no limit.",
+        0,
+        "Concurrent calls per client connection (HTTP/2 streams); 0: no limit. A limit "
+        "makes clients that open more streams before they have read the server's HTTP/2 "
+        "settings see some calls refused (UNAVAILABLE), so leave it 0 unless a proxy in front "
+        "needs it.",
         env="BRIDGE_MAX_CONCURRENT_STREAMS",
     )
     keepalive_time: float = _opt(
