@@ -36,6 +36,7 @@ from bridge.translate import (
 from tests.conftest import Stubs
 from tests.fidelity import spec
 from tests.fidelity.harness import ThreadedBridge
+from tests.fidelity.spec import extra_paths
 
 MODEL = "openai/gpt-4o-mini"
 MODEL_IDS = st.sampled_from([MODEL, "anthropic/claude-sonnet-4.5", "openai/text-embedding-3-small"])
@@ -439,6 +440,40 @@ async def test_spec_examples_come_back_exactly_through_the_bridge(
         returned = to_json(await stubs.models.ListModels(models_pb2.ListModelsRequest()))
         data = {"object": "list", "data": data["data"]}
     assert spec.exact_diff(data, returned) == []
+
+
+def _request_examples() -> list[tuple[str, str, dict[str, Any]]]:
+    try:
+        return list(spec.request_examples())
+    except pytest.skip.Exception:
+        return []
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "data"), _request_examples(), ids=lambda v: v if isinstance(v, str) else ""
+)
+async def test_spec_request_examples_are_sent_exactly(
+    upstream: DevUpstream, stubs: Stubs, name: str, kind: str, data: dict[str, Any]
+) -> None:
+    """The spec's own request bodies, built into messages, typed throughout, sent unchanged."""
+    message: Any
+    if kind == "embeddings":
+        message = embeddings_request_from_json(data)
+        await stubs.embeddings.CreateEmbeddings(message, timeout=10)
+        schema = "CreateEmbeddingRequest"
+    elif data.get("stream") is True:
+        message = stream_chat_request_from_json(data)
+        async for _ in stubs.chat.StreamChatCompletion(message, timeout=10):
+            pass
+        schema = "CreateChatCompletionRequest"
+    else:
+        message = chat_request_from_json(data)
+        await stubs.chat.CreateChatCompletion(message, timeout=10)
+        schema = "CreateChatCompletionRequest"
+    assert extra_paths(message) == []
+    sent = upstream.requests[-1].json
+    assert spec.exact_diff(data, sent) == []
+    assert spec.validation_errors(schema, sent) == []
 
 
 # ----------------------------------------------------------------------------- vocabularies

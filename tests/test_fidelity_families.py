@@ -33,7 +33,7 @@ from bridge.translate import (
 )
 from tests.conftest import Stubs
 from tests.fidelity import spec
-from tests.test_fidelity_roundtrip import extra_paths
+from tests.fidelity.spec import extra_paths
 
 MODEL = "openai/gpt-4o-mini"
 USER = {"role": "user", "content": "hi"}

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from bridge import translate
 from bridge.translate import from_json, to_json
 from tests.fidelity import spec
+from tests.fidelity.spec import extra_paths
 
 KINDS: dict[str, type[Message]] = {
     "chat": chat_pb2.CreateChatCompletionResponse,
@@ -46,26 +47,6 @@ REQUESTS: dict[str, type[Message]] = {
 FIDELITY = settings(
     max_examples=spec.examples(150), deadline=None, suppress_health_check=spec.TOLERATED
 )
-
-
-def extra_paths(msg: Message, path: str = "$") -> list[str]:
-    """Where in a message tree keys landed in `extra_fields` instead of typed fields."""
-    found = []
-    if "extra_fields" in msg.DESCRIPTOR.fields_by_name:
-        found = [f"{path}.{k}" for k in msg.extra_fields.fields]  # type: ignore[attr-defined]
-    for field, value in msg.ListFields():
-        if field.message_type is None or field.name == "extra_fields":
-            continue
-        if field.message_type.full_name.startswith("google.protobuf."):
-            continue
-        if field.message_type.GetOptions().map_entry:
-            continue
-        items = value if field.is_repeated else [value]
-        for i, item in enumerate(items):
-            found += extra_paths(
-                item, f"{path}.{field.name}[{i}]" if field.is_repeated else f"{path}.{field.name}"
-            )
-    return found
 
 
 def round_trip(kind: str, data: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
+from google.protobuf.message import Message
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
@@ -338,6 +339,23 @@ def response_examples() -> Iterator[tuple[str, str, Json]]:
     yield "Embedding", "embeddings", {"object": "list", "data": [embedding], "model": "m"}
 
 
+def request_examples() -> Iterator[tuple[str, str, Json]]:
+    """(id, kind, JSON body) of the spec's curl request examples: `chat` or `embeddings`."""
+    paths = _load()["paths"]
+    chat = [
+        (e["title"], e["request"])
+        for e in paths["/chat/completions"]["post"]["x-oaiMeta"]["examples"]
+    ]
+    embeddings = paths["/embeddings"]["post"]["x-oaiMeta"]["examples"]["request"]
+    for (title, request), kind in [
+        *((c, "chat") for c in chat),
+        (("embeddings", embeddings), "embeddings"),
+    ]:
+        body = re.search(r"-d '(.*)'", request["curl"], re.DOTALL)
+        assert body is not None, f"no JSON body in the {title} curl example"
+        yield f"{kind}-{title}", kind, _lenient_json(body.group(1))
+
+
 # ----------------------------------------------------------------------------- comparison
 
 
@@ -375,6 +393,26 @@ def exact_diff(expected: Json, actual: Json, path: str = "$") -> list[str]:
             for d in exact_diff(e, a, f"{path}[{i}]")
         ]
     return [] if expected == actual else [f"{path}: {expected!r} became {actual!r}"]
+
+
+def extra_paths(msg: Message, path: str = "$") -> list[str]:
+    """Where in a message tree keys landed in `extra_fields` instead of typed fields."""
+    found = []
+    if "extra_fields" in msg.DESCRIPTOR.fields_by_name:
+        found = [f"{path}.{k}" for k in msg.extra_fields.fields]  # type: ignore[attr-defined]
+    for field, value in msg.ListFields():
+        if field.message_type is None or field.name == "extra_fields":
+            continue
+        if field.message_type.full_name.startswith("google.protobuf."):
+            continue
+        if field.message_type.GetOptions().map_entry:
+            continue
+        items = value if field.is_repeated else [value]
+        for i, item in enumerate(items):
+            found += extra_paths(
+                item, f"{path}.{field.name}[{i}]" if field.is_repeated else f"{path}.{field.name}"
+            )
+    return found
 
 
 # ----------------------------------------------------------------------------- generators
