@@ -204,8 +204,12 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             runs.setdefault(key, []).append(value)
 
+    floor_server = [sys.executable, str(HERE / "floor.py")]
     with process([str(BIN / "upstream")], "listening on ", logs / "upstream.log") as (_, up):
-        with start_bridge(up, logs / "bridge.log") as (bridge, br):
+        with (
+            start_bridge(up, logs / "bridge.log") as (bridge, br),
+            process(floor_server, "floor listening on ", logs / "floor.log") as (_, floor),
+        ):
             for round_no in range(1, opts.rounds + 1):
                 for scenario, concurrency in SCENARIOS:
                     for path in PATHS:
@@ -236,6 +240,14 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
                                 flush=True,
                             )
                         record(f"unary/c{concurrency}/ghz", result)
+                    if scenario in ("unary", "stream"):
+                        # The same client against bare gRPC: what the bridge adds is the rest.
+                        result = load("grpc", scenario, floor, concurrency, opts)
+                        record(f"{scenario}/c{concurrency}/floor", result)
+                        print(
+                            f"round {round_no} {scenario} c={concurrency} floor: {summary(result)}",
+                            flush=True,
+                        )
             wire = load("httpx", "wire", up, 1, opts) | load("grpc", "wire", br, 1, opts)
         # A fresh bridge for memory: RSS after the load above would include its high water.
         with start_bridge(up, logs / "bridge-idle.log") as (bridge, br):
@@ -333,6 +345,7 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
     def row(label: str, key: str, field: str, digits: int, better: str = "higher") -> None:
         h, o, g = (m(f"{key}/{p}", field) for p in ("httpx", "openai", "grpc"))
         z = m(f"{key}/ghz", field)
+        f = m(f"{key}/floor", field)
         rows.append(
             [
                 label,
@@ -340,6 +353,7 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
                 fmt(o, digits),
                 fmt(g, digits),
                 fmt(z, digits),
+                fmt(f, digits),
                 ratio(g, o),
                 ratio(g, h),
             ]
@@ -365,6 +379,7 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
             fmt(wire["proto_float_bytes"]),
             "—",
             "—",
+            "—",
             ratio(wire["proto_float_bytes"], wire["json_float_bytes"]),
         ]
     )
@@ -374,6 +389,7 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
             fmt(wire["json_base64_bytes"]),
             "(base64)",
             fmt(wire["proto_base64_bytes"]),
+            "—",
             "—",
             "—",
             ratio(wire["proto_base64_bytes"], wire["json_base64_bytes"]),
@@ -398,8 +414,8 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
         "upstream: bench/upstream (Go net/http, canned answers); bridge: `python -m bridge serve`.",
         "",
         "| measurement | httpx direct | openai SDK | bridge (grpc.aio) | bridge (ghz) "
-        "| bridge ÷ SDK | bridge ÷ httpx |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| gRPC floor | bridge ÷ SDK | bridge ÷ httpx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += [
@@ -463,6 +479,9 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
         "Notes: the openai SDK asks for base64 embeddings by default and decodes them itself; "
         "the httpx and bridge rows ask for floats. ghz runs with one connection and one CPU; "
         + ("" if "unary/c1/ghz" in runs else "it could not be installed, so its column is empty. ")
+        + "gRPC floor: the same grpc.aio client against a bare grpc.aio server with prebuilt "
+        "answers and no upstream (bench/floor.py), i.e. what gRPC in Python costs here by "
+        "itself. "
         + "Bytes on the wire are response bodies: the JSON as the upstream sent it, the gRPC "
         "message with its 5-byte frame.",
         "",
