@@ -54,7 +54,7 @@ class Chat(chat_pb2_grpc.ChatServiceServicer):
 
 async def serve() -> None:
     server = grpc.aio.server()
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(Chat(), server)  # type: ignore[no-untyped-call]
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(Chat(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(f"floor listening on 127.0.0.1:{port}", flush=True)

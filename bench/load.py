@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 PATHS = ("httpx", "openai", "grpc")
 SCENARIOS = ("unary", "stream", "embed", "idle", "wire")
@@ -151,7 +151,9 @@ async def run_httpx(args: argparse.Namespace) -> Result:
 
 async def run_openai(args: argparse.Namespace) -> Result:
     import openai
+    from openai.types.chat import ChatCompletionMessageParam
 
+    SDK_MESSAGES = cast(list[ChatCompletionMessageParam], MESSAGES)
     first: list[float] = []
     client = openai.AsyncOpenAI(
         base_url=f"http://{args.target}/v1", api_key="bench", max_retries=0, timeout=60
@@ -160,9 +162,7 @@ async def run_openai(args: argparse.Namespace) -> Result:
 
         async def unary() -> int:
             await client.chat.completions.create(
-                model=MODEL,
-                messages=MESSAGES,
-                temperature=0.0,  # type: ignore[arg-type]
+                model=MODEL, messages=SDK_MESSAGES, temperature=0.0
             )
             return 1
 
@@ -170,10 +170,7 @@ async def run_openai(args: argparse.Namespace) -> Result:
             began = time.perf_counter()
             chunks = 0
             response = await client.chat.completions.create(
-                model=MODEL,
-                messages=MESSAGES,
-                temperature=0.0,
-                stream=True,  # type: ignore[arg-type]
+                model=MODEL, messages=SDK_MESSAGES, temperature=0.0, stream=True
             )
             async for _chunk in response:
                 if chunks == 0:

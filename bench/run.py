@@ -229,17 +229,17 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
                         )
                     if scenario == "unary":
                         before = cpu_seconds(bridge.pid)
-                        result = ghz(br, concurrency, opts)
-                        if result is not None:
+                        measured = ghz(br, concurrency, opts)
+                        if measured is not None:
                             spent = cpu_seconds(bridge.pid) - before
-                            result["bridge_cpu_ms_per_request"] = (
-                                1000 * spent / max(result["total_requests"], 1)
+                            measured["bridge_cpu_ms_per_request"] = (
+                                1000 * spent / max(measured["total_requests"], 1)
                             )
                             print(
-                                f"round {round_no} unary c={concurrency} ghz: {summary(result)}",
+                                f"round {round_no} unary c={concurrency} ghz: {summary(measured)}",
                                 flush=True,
                             )
-                        record(f"unary/c{concurrency}/ghz", result)
+                        record(f"unary/c{concurrency}/ghz", measured)
                     if scenario in ("unary", "stream"):
                         # The same client against bare gRPC: what the bridge adds is the rest.
                         result = load("grpc", scenario, floor, concurrency, opts)

@@ -30,7 +30,7 @@ def test_chunk_from_sse_text(benchmark: BenchmarkFixture, chat_chunk: dict[str, 
 
     def per_chunk() -> bytes:
         msg = from_json(chat_pb2.StreamChatCompletionResponse, json.loads(text))
-        return msg.SerializeToString()
+        return bytes(msg.SerializeToString())
 
     wire = benchmark(per_chunk)
     assert chat_pb2.StreamChatCompletionResponse.FromString(wire).choices[0].index == 0
@@ -61,20 +61,24 @@ def test_chat_request_to_json(benchmark: BenchmarkFixture, chat_request: dict[st
 
 def test_embeddings_parse_json(benchmark: BenchmarkFixture, embeddings_json: bytes) -> None:
     """The bridge's JSON decoding of a 4.9 MB answer (orjson, json as the fallback)."""
-    data = benchmark.pedantic(_loads, args=(embeddings_json,), rounds=5, iterations=1)
+    data = benchmark.pedantic(  # type: ignore[no-untyped-call]
+        _loads, args=(embeddings_json,), rounds=5, iterations=1
+    )
     assert data == json.loads(embeddings_json)
 
 
 def test_embeddings_parse_json_stdlib(benchmark: BenchmarkFixture, embeddings_json: bytes) -> None:
     """The same with the standard library, for comparison."""
-    data = benchmark.pedantic(json.loads, args=(embeddings_json,), rounds=5, iterations=1)
+    data = benchmark.pedantic(  # type: ignore[no-untyped-call]
+        json.loads, args=(embeddings_json,), rounds=5, iterations=1
+    )
     assert len(data["data"]) == 256
 
 
 def test_embeddings_from_json(benchmark: BenchmarkFixture, embeddings_json: bytes) -> None:
     """256 x 1536 floats from decoded JSON to a message."""
     data = json.loads(embeddings_json)
-    msg = benchmark.pedantic(
+    msg = benchmark.pedantic(  # type: ignore[no-untyped-call]
         from_json, args=(embeddings_pb2.CreateEmbeddingsResponse, data), rounds=5, iterations=1
     )
     assert len(msg.data) == 256
@@ -83,12 +87,14 @@ def test_embeddings_from_json(benchmark: BenchmarkFixture, embeddings_json: byte
 
 def test_embeddings_serialize(benchmark: BenchmarkFixture, embeddings_json: bytes) -> None:
     msg = from_json(embeddings_pb2.CreateEmbeddingsResponse, json.loads(embeddings_json))
-    wire = benchmark.pedantic(msg.SerializeToString, rounds=5, iterations=1)
+    wire = benchmark.pedantic(  # type: ignore[no-untyped-call]
+        msg.SerializeToString, rounds=5, iterations=1
+    )
     assert len(wire) < len(embeddings_json)
 
 
 def test_headers_for(benchmark: BenchmarkFixture) -> None:
-    upstream = Upstream(Config.load([], {}, upstream_url="http://127.0.0.1:9/v1"))
+    upstream = Upstream(Config.load(None, {}, upstream_url="http://127.0.0.1:9/v1"))
     metadata = (
         ("authorization", "Bearer sk-caller"),
         ("x-request-id", "r1"),
