@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import sys
 import time
+from array import array
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 PATHS = ("httpx", "openai", "grpc")
-SCENARIOS = ("unary", "stream", "embed", "idle", "wire")
+SCENARIOS = ("unary", "stream", "embed", "embed64", "idle", "wire")
 MODEL = "openai/gpt-4o-mini"
 EMBED_MODEL = "openai/text-embedding-3-small"
 EMBED_INPUTS = 256
@@ -133,6 +135,14 @@ async def run_httpx(args: argparse.Namespace) -> Result:
             response.json()
             return 1
 
+        async def embed64() -> int:
+            body = {"model": EMBED_MODEL, "input": EMBED_INPUT, "encoding_format": "base64"}
+            response = await client.post("/embeddings", json=body, headers=headers)
+            response.raise_for_status()
+            for item in response.json()["data"]:
+                floats(base64.b64decode(item["embedding"]))
+            return 1
+
         if args.scenario == "wire":
             sizes = {}
             for fmt in ("float", "base64"):
@@ -140,10 +150,15 @@ async def run_httpx(args: argparse.Namespace) -> Result:
                 response = await client.post("/embeddings", json=body, headers=headers)
                 sizes[fmt] = len(response.content)
             return {"json_float_bytes": sizes["float"], "json_base64_bytes": sizes["base64"]}
-        call = {"unary": unary, "stream": stream, "embed": embed}[args.scenario]
-        result = await drive(call, args.concurrency, args.warmup, args.seconds)
+        calls = {"unary": unary, "stream": stream, "embed": embed, "embed64": embed64}
+        result = await drive(calls[args.scenario], args.concurrency, args.warmup, args.seconds)
     result["first_chunks"] = first
     return result
+
+
+def floats(raw: bytes) -> list[float]:
+    """Little-endian float32 bytes as Python floats, what the openai SDK hands its caller."""
+    return array("f", raw).tolist()
 
 
 # --------------------------------------------------------------------------- openai SDK
@@ -179,12 +194,18 @@ async def run_openai(args: argparse.Namespace) -> Result:
             return chunks
 
         async def embed() -> int:
-            # The SDK's own default: it asks for base64 and decodes it itself.
+            await client.embeddings.create(
+                model=EMBED_MODEL, input=EMBED_INPUT, encoding_format="float"
+            )
+            return 1
+
+        async def embed64() -> int:
+            # The SDK's own default: it asks for base64 and decodes it into floats itself.
             await client.embeddings.create(model=EMBED_MODEL, input=EMBED_INPUT)
             return 1
 
-        call = {"unary": unary, "stream": stream, "embed": embed}[args.scenario]
-        result = await drive(call, args.concurrency, args.warmup, args.seconds)
+        calls = {"unary": unary, "stream": stream, "embed": embed, "embed64": embed64}
+        result = await drive(calls[args.scenario], args.concurrency, args.warmup, args.seconds)
     result["first_chunks"] = first
     return result
 
@@ -242,6 +263,16 @@ async def run_grpc(args: argparse.Namespace) -> Result:
             await embeddings.CreateEmbeddings(embed_request, metadata=metadata)
             return 1
 
+        embed64_request = embeddings_pb2.CreateEmbeddingsRequest()
+        embed64_request.CopyFrom(embed_request)
+        embed64_request.encoding_format = "base64"
+
+        async def embed64() -> int:
+            response = await embeddings.CreateEmbeddings(embed64_request, metadata=metadata)
+            for item in response.data:
+                floats(item.embedding_base64)
+            return 1
+
         if args.scenario == "wire":
             sizes = {}
             for fmt in ("float", "base64"):
@@ -252,8 +283,8 @@ async def run_grpc(args: argparse.Namespace) -> Result:
                 # The gRPC message as framed on the wire: 5-byte prefix + protobuf bytes.
                 sizes[fmt] = response.ByteSize() + 5
             return {"proto_float_bytes": sizes["float"], "proto_base64_bytes": sizes["base64"]}
-        call = {"unary": unary, "stream": stream, "embed": embed}[args.scenario]
-        result = await drive(call, args.concurrency, args.warmup, args.seconds)
+        calls = {"unary": unary, "stream": stream, "embed": embed, "embed64": embed64}
+        result = await drive(calls[args.scenario], args.concurrency, args.warmup, args.seconds)
     result["first_chunks"] = first
     return result
 
