@@ -31,6 +31,10 @@ PATCHES = {
     "    h = _c(*a, **k); logging.getLogger('httpx').setLevel(logging.INFO); return h\n"
     "L.configure = configure\n",
     "no-orjson": "import json, bridge.upstream as U\nU._loads = json.loads\n",
+    # Try: gRPC core's optimisation hint and a larger HTTP/2 write buffer.
+    "grpc-throughput": "import bridge.server as S\n_o = S.server_options\n"
+    "S.server_options = lambda c: [*_o(c), ('grpc.optimization_target', 'throughput'), "
+    "('grpc.http2.write_buffer_size', 1 << 20)]\n",
     # Try: fewer young-generation collections (the default threshold is 700 objects).
     "gc-threshold": "import gc\ngc.set_threshold(10000, 20, 20)\n",
 }
