@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
-        "serve", help="serve the gRPC API", description="Serve the gRPC API. Every option "
+        "serve",
+        help="serve the gRPC API",
+        description="Serve the gRPC API. Every option "
         "can also be set by the environment variable named in its help.",
     )
     Config.add_arguments(serve)
@@ -34,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     Config.add_arguments(show)
     probe = commands.add_parser(
-        "health", help="check a running bridge's grpc.health.v1 status (exit 0 when SERVING)",
+        "health",
+        help="check a running bridge's grpc.health.v1 status (exit 0 when SERVING)",
         description="Call grpc.health.v1.Health/Check, print the status, exit 0 when "
         "SERVING, 1 when not serving or the service is unknown, 2 when unreachable. "
         "Usable as a container health probe.",
@@ -52,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to listen on")
     dev.add_argument("--api-key", default=None, help="require this bearer key")
-    dev.add_argument("--stream-interval", type=float, default=0.02,
-                     help="seconds between streamed chunks")
+    dev.add_argument(
+        "--stream-interval", type=float, default=0.02, help="seconds between streamed chunks"
+    )
     demo = commands.add_parser(
         "demo", help="offline demo: dev upstream + bridge + a client streaming a chat"
     )
@@ -68,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.devserver import serve_forever
 
             host, port = split_host_port(args.listen)
-            asyncio.run(serve_forever(host, port, api_key=args.api_key,
-                                      stream_interval=args.stream_interval))
+            asyncio.run(
+                serve_forever(
+                    host, port, api_key=args.api_key, stream_interval=args.stream_interval
+                )
+            )
             return 0
         if args.command == "demo":
             from bridge.demo import run_demo

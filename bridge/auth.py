@@ -191,9 +191,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         raise RuntimeError(f"{details.method}: client-streaming methods are not guarded")
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
-        metadata = {
-            k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
-        }
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         try:
             self.policy.check(metadata, context)
         except Denied as denied:

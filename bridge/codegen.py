@@ -22,7 +22,9 @@ PROTOS = ROOT / "protos"
 GENERATED = ROOT / "generated"
 PACKAGE = "aigateway"
 
-_PACKAGE_INIT = '"""Generated code for the `{name}` proto package. Do not edit; run `make generate`."""\n'
+_PACKAGE_INIT = (
+    '"""Generated code for the `{name}` proto package. Do not edit; run `make generate`."""\n'
+)
 
 
 def proto_files() -> list[Path]:

@@ -42,8 +42,10 @@ async def run_demo(prompt: str) -> int:
                         sys.stdout.write(choice.delta.content)
                         sys.stdout.flush()
                     if chunk.HasField("usage"):
-                        print(f"\n\nusage: {chunk.usage.prompt_tokens} prompt + "
-                              f"{chunk.usage.completion_tokens} completion tokens")
+                        print(
+                            f"\n\nusage: {chunk.usage.prompt_tokens} prompt + "
+                            f"{chunk.usage.completion_tokens} completion tokens"
+                        )
         finally:
             await bridge.stop(1)
     return 0

@@ -22,19 +22,22 @@ EXIT_UNREACHABLE = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default="127.0.0.1:50051", help="HOST:PORT of the bridge")
     parser.add_argument(
-        "--service", default="",
+        "--service",
+        default="",
         help="service to check, e.g. aigateway.v1.ChatService (default: the whole server)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     parser.add_argument(
-        "--tls", action="store_true",
+        "--tls",
+        action="store_true",
         help="connect with TLS (implied by --tls-ca and --tls-cert), trusting the system CAs",
     )
     parser.add_argument("--tls-ca", default=None, help="PEM CA bundle that signed the server")
     parser.add_argument("--tls-cert", default=None, help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", default=None, help="key of --tls-cert")
     parser.add_argument(
-        "--tls-server-name", default=None,
+        "--tls-server-name",
+        default=None,
         help="name to verify in the server certificate when it differs from the address host",
     )
 
@@ -72,7 +75,8 @@ async def check(args: argparse.Namespace) -> tuple[int, str]:
     async with channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout,
+                health_pb2.HealthCheckRequest(service=args.service),
+                timeout=args.timeout,
                 wait_for_ready=False,
             )
         except grpc.aio.AioRpcError as exc:
@@ -80,8 +84,9 @@ async def check(args: argparse.Namespace) -> tuple[int, str]:
                 return EXIT_NOT_SERVING, f"{target}: unknown service"
             return EXIT_UNREACHABLE, f"{target}: {exc.code().name}: {exc.details()}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    code = EXIT_SERVING if reply.status == health_pb2.HealthCheckResponse.SERVING \
-        else EXIT_NOT_SERVING
+    code = (
+        EXIT_SERVING if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_NOT_SERVING
+    )
     return code, f"{target}: {status}"
 
 

@@ -103,6 +103,7 @@ def interceptors(config: Config, tracker: CallTracker) -> list[grpc.aio.ServerIn
 
 def server_options(config: Config) -> list[tuple[str, int]]:
     """gRPC core channel arguments: message sizes, stream limits, keepalive, connection age."""
+
     def ms(seconds: float) -> int:
         return int(seconds * 1000)
 
@@ -124,9 +125,7 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
     if config.max_connection_age:
         options.append(("grpc.max_connection_age_ms", ms(config.max_connection_age)))
-        options.append(
-            ("grpc.max_connection_age_grace_ms", ms(config.max_connection_age_grace))
-        )
+        options.append(("grpc.max_connection_age_grace_ms", ms(config.max_connection_age_grace)))
     return options
 
 
@@ -160,9 +159,7 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     )
     models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsService(upstream), server)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
-    embeddings_pb2_grpc.add_EmbeddingsServiceServicer_to_server(
-        EmbeddingsService(upstream), server
-    )
+    embeddings_pb2_grpc.add_EmbeddingsServiceServicer_to_server(EmbeddingsService(upstream), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
@@ -222,8 +219,11 @@ async def serve(config: Config) -> int:
         "bridge serving",
         extra={"listen": f"{host}:{bridge.port}", "upstream": config.upstream_url},
     )
-    print(f"{worker}aigateway bridge listening on {host}:{bridge.port}, upstream "
-          f"{config.upstream_url}", flush=True)
+    print(
+        f"{worker}aigateway bridge listening on {host}:{bridge.port}, upstream "
+        f"{config.upstream_url}",
+        flush=True,
+    )
     print(f"{worker}{describe_security(config)}", flush=True)
     if config.credential_source is None:
         print(
@@ -240,9 +240,11 @@ async def serve(config: Config) -> int:
     await stop.wait()
 
     def refusing() -> None:
-        print(f"{worker}shutting down: health NOT_SERVING, new calls refused, "
-              f"{config.shutdown_grace:g} s for {bridge.tracker.active} call(s) in flight",
-              flush=True)
+        print(
+            f"{worker}shutting down: health NOT_SERVING, new calls refused, "
+            f"{config.shutdown_grace:g} s for {bridge.tracker.active} call(s) in flight",
+            flush=True,
+        )
 
     hurried: list[asyncio.Future[None]] = []
     cut_short = False
@@ -250,8 +252,7 @@ async def serve(config: Config) -> int:
     def hurry() -> None:
         nonlocal cut_short
         cut_short = cut_short or bridge.tracker.active > 0
-        print(f"{worker}second signal: cancelling {bridge.tracker.active} call(s) now",
-              flush=True)
+        print(f"{worker}second signal: cancelling {bridge.tracker.active} call(s) now", flush=True)
         hurried.append(asyncio.ensure_future(bridge.server.stop(None)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,6 +262,8 @@ async def serve(config: Config) -> int:
         print(f"{worker}stopped: all calls finished", flush=True)
         return EXIT_DRAINED
     when = "on the second signal" if cut_short else f"after {config.shutdown_grace:g} s"
-    print(f"{worker}stopped: calls still running {when} were cancelled "
-          f"(exit code {EXIT_CANCELLED})", flush=True)
+    print(
+        f"{worker}stopped: calls still running {when} were cancelled (exit code {EXIT_CANCELLED})",
+        flush=True,
+    )
     return EXIT_CANCELLED

@@ -116,12 +116,14 @@ def supervise(config: Config) -> int:
                 running.remove(process)
                 shared_metrics.worker_exited(process.pid)
                 index = processes.index(process)
-                print(f"supervisor: worker {index} (pid {process.pid}) exited with "
-                      f"{_status(process.exitcode)}", flush=True)
+                print(
+                    f"supervisor: worker {index} (pid {process.pid}) exited with "
+                    f"{_status(process.exitcode)}",
+                    flush=True,
+                )
                 if not stopping:
                     failed = True
-                    print("supervisor: a worker exited on its own: stopping the others",
-                          flush=True)
+                    print("supervisor: a worker exited on its own: stopping the others", flush=True)
                     forward(signal.SIGTERM, None)
     finally:
         for sig, handler in previous.items():

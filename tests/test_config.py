@@ -21,8 +21,9 @@ def _file(tmp_path: Path, text: str) -> str:
 
 
 def test_precedence_is_flag_then_env_then_file_then_default(tmp_path: Path) -> None:
-    path = _file(tmp_path, 'max_attempts = 5\nmax_backoff = 3\nlog_level = "DEBUG"\n'
-                           'upstream_timeout = 30\n')
+    path = _file(
+        tmp_path, 'max_attempts = 5\nmax_backoff = 3\nlog_level = "DEBUG"\nupstream_timeout = 30\n'
+    )
     args = _parser().parse_args(["serve", "--config", path, "--max-attempts", "7"])
     config = Config.load(args, {"BRIDGE_MAX_BACKOFF": "2.5", "BRIDGE_LOG_LEVEL": "WARNING"})
     assert config.max_attempts == 7  # flag over file
@@ -35,8 +36,10 @@ def test_precedence_is_flag_then_env_then_file_then_default(tmp_path: Path) -> N
 
 
 def test_config_file_accepts_dashes_lists_and_typed_values(tmp_path: Path) -> None:
-    path = _file(tmp_path, 'forward-metadata = ["x-tenant", "x-env"]\nreflection = false\n'
-                           'keepalive_time = 45\n')
+    path = _file(
+        tmp_path,
+        'forward-metadata = ["x-tenant", "x-env"]\nreflection = false\nkeepalive_time = 45\n',
+    )
     config = Config.load(environ={"BRIDGE_CONFIG": path})
     assert config.extra_forwarded_metadata == {"x-tenant", "x-env"}
     assert config.reflection is False
@@ -72,8 +75,12 @@ def test_secret_values_are_not_echoed_by_type_errors(tmp_path: Path) -> None:
 
 def test_serve_help_documents_every_option() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "serve", "--help"], cwd=ROOT, capture_output=True,
-        text=True, check=True, timeout=60,
+        [sys.executable, "-m", "bridge", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     flattened = " ".join(result.stdout.split())
     for option in Config.options():
@@ -87,14 +94,22 @@ def test_serve_help_documents_every_option() -> None:
 def test_config_command_validates_a_file(tmp_path: Path) -> None:
     good = _file(tmp_path, 'listen = "127.0.0.1:6000"\n')
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "config", "--config", good], cwd=ROOT,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", "bridge", "config", "--config", good],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0 and '"listen": "127.0.0.1:6000"' in result.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("colour = 'blue'\n")
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "config", "--config", str(bad)], cwd=ROOT,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", "bridge", "config", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2 and "unknown option 'colour'" in result.stderr

@@ -120,8 +120,14 @@ async def test_no_reflection_turns_it_off(upstream: DevUpstream) -> None:
 
 async def _bridge_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -157,10 +163,14 @@ async def test_health_command_over_mutual_tls(upstream: DevUpstream, tmp_path: P
         cert.private_key_and_cert_chain_pem.write_to_path(str(files[name][0]))
         cert.private_key_pem.write_to_path(str(files[name][1]))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    running = await server.start(bridge_config(
-        upstream, tls_cert=str(files["server"][0]), tls_key=str(files["server"][1]),
-        tls_client_ca=str(tmp_path / "ca.pem"),
-    ))
+    running = await server.start(
+        bridge_config(
+            upstream,
+            tls_cert=str(files["server"][0]),
+            tls_key=str(files["server"][1]),
+            tls_client_ca=str(tmp_path / "ca.pem"),
+        )
+    )
     address = f"127.0.0.1:{running.port}"
     tls = ["--tls-ca", str(tmp_path / "ca.pem"), "--tls-server-name", "localhost"]
     client = ["--tls-cert", str(files["client"][0]), "--tls-key", str(files["client"][1])]
@@ -215,13 +225,23 @@ async def spawn() -> AsyncIterator[list[Served]]:
             await served.process.wait()
 
 
-async def _serve(started: list[Served], upstream: DevUpstream, *args: str,
-                 env: dict[str, str] | None = None) -> Served:
+async def _serve(
+    started: list[Served], upstream: DevUpstream, *args: str, env: dict[str, str] | None = None
+) -> Served:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "--listen", "127.0.0.1:0",
-        "--upstream", upstream.url, *args, cwd=ROOT,
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream.url,
+        *args,
+        cwd=ROOT,
         env={**os.environ, "AI_GATEWAY_API_KEY": DEV_KEY, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     served = Served(process)
     started.append(served)
@@ -233,8 +253,15 @@ async def test_sigterm_drains_a_stream_in_flight_then_exits_0(
 ) -> None:
     upstream.program(MODEL, SlowStream(0.3))
     token, digest = "tok-shutdown-test-5521", token_digest("tok-shutdown-test-5521")
-    served = await _serve(spawn, upstream, "--shutdown-grace", "60", "--log-level", "DEBUG",
-                          env={"BRIDGE_ACCESS_TOKEN_SHA256": digest})
+    served = await _serve(
+        spawn,
+        upstream,
+        "--shutdown-grace",
+        "60",
+        "--log-level",
+        "DEBUG",
+        env={"BRIDGE_ACCESS_TOKEN_SHA256": digest},
+    )
     port = (await served.line_matching(r"listening on 127\.0\.0\.1:(\d+)")).group(1)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
@@ -254,12 +281,10 @@ async def test_sigterm_drains_a_stream_in_flight_then_exits_0(
         assert (await watch.read()).status == NOT_SERVING
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as fresh:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stubs_for(fresh).models.ListModels(models_pb2.ListModelsRequest(),
-                                                        timeout=10)
+                await stubs_for(fresh).models.ListModels(models_pb2.ListModelsRequest(), timeout=10)
             # Refused: the listener is closed (UNAVAILABLE), or a connection accepted just
             # before has its call cancelled by the stopping server (CANCELLED).
-            assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE,
-                                            grpc.StatusCode.CANCELLED)
+            assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
             assert len(upstream.requests) == 1
 
         rest = await _rest_of(stream)
@@ -323,9 +348,15 @@ async def test_a_second_signal_cancels_at_once(upstream: DevUpstream, spawn: lis
 
 def test_server_options_carry_limits_and_keepalive() -> None:
     config = Config.load(
-        environ={}, max_concurrent_streams=7, keepalive_time=30, keepalive_timeout=5,
-        min_client_ping_interval=2.5, client_pings_without_calls=False,
-        max_connection_age=120, max_connection_age_grace=15, max_message_bytes=1000,
+        environ={},
+        max_concurrent_streams=7,
+        keepalive_time=30,
+        keepalive_timeout=5,
+        min_client_ping_interval=2.5,
+        client_pings_without_calls=False,
+        max_connection_age=120,
+        max_connection_age_grace=15,
+        max_message_bytes=1000,
     )
     options = dict(server.server_options(config))
     assert options["grpc.max_concurrent_streams"] == 7
@@ -338,8 +369,11 @@ def test_server_options_carry_limits_and_keepalive() -> None:
     assert options["grpc.max_send_message_length"] == 1000
     assert options["grpc.max_receive_message_length"] >= 1000
     assert options["grpc.so_reuseport"] == 0
-    unlimited = dict(server.server_options(Config.load(
-        environ={}, max_concurrent_streams=0, max_connection_age=0)))
+    unlimited = dict(
+        server.server_options(
+            Config.load(environ={}, max_concurrent_streams=0, max_connection_age=0)
+        )
+    )
     assert "grpc.max_concurrent_streams" not in unlimited
     assert "grpc.max_connection_age_ms" not in unlimited
 
@@ -366,9 +400,9 @@ async def test_max_connection_age_ends_connections_that_outlive_it(
     upstream: DevUpstream,
 ) -> None:
     upstream.program(MODEL, SlowStream(30))
-    running = await server.start(bridge_config(
-        upstream, max_connection_age=0.5, max_connection_age_grace=0.5
-    ))
+    running = await server.start(
+        bridge_config(upstream, max_connection_age=0.5, max_connection_age_grace=0.5)
+    )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stubs = stubs_for(channel)
@@ -385,8 +419,11 @@ async def test_max_connection_age_ends_connections_that_outlive_it(
 
 async def _ping_until_dropped(port: int, within: float) -> bool:
     """Ping every 50 ms on an idle connection; True when the server drops it within `within`."""
-    options = [("grpc.keepalive_time_ms", 50), ("grpc.keepalive_permit_without_calls", 1),
-               ("grpc.http2.max_pings_without_data", 0)]
+    options = [
+        ("grpc.keepalive_time_ms", 50),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         await stubs_for(channel).models.ListModels(models_pb2.ListModelsRequest())
         assert channel.get_state() == grpc.ChannelConnectivity.READY

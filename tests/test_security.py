@@ -128,9 +128,9 @@ def _local_address() -> str | None:
 async def test_tls_serves_verified_clients_and_refuses_plaintext(
     upstream: DevUpstream, pki: Pki, started: list[server.Bridge]
 ) -> None:
-    running = await _start(started, bridge_config(
-        upstream, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key)
-    ))
+    running = await _start(
+        started, bridge_config(upstream, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key))
+    )
     async with _tls_channel(running.port, pki) as channel:
         models = await stubs_for(channel).models.ListModels(models_pb2.ListModelsRequest())
         assert models.data
@@ -143,12 +143,17 @@ async def test_tls_serves_verified_clients_and_refuses_plaintext(
 async def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
     upstream: DevUpstream, pki: Pki, started: list[server.Bridge]
 ) -> None:
-    running = await _start(started, bridge_config(
-        upstream, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
-        tls_client_ca=str(pki.client_ca),
-        # Tokens configured too: a verified certificate alone must be enough.
-        access_token_sha256=token_digest(TOKEN),
-    ))
+    running = await _start(
+        started,
+        bridge_config(
+            upstream,
+            tls_cert=str(pki.server_cert),
+            tls_key=str(pki.server_key),
+            tls_client_ca=str(pki.client_ca),
+            # Tokens configured too: a verified certificate alone must be enough.
+            access_token_sha256=token_digest(TOKEN),
+        ),
+    )
     async with _tls_channel(running.port, pki, client=(pki.client_cert, pki.client_key)) as ch:
         reply = await stubs_for(ch).chat.CreateChatCompletion(_chat())
         assert reply.choices
@@ -160,8 +165,10 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
     stranger = trustme.CA().issue_cert("intruder.example")
-    wrong = (b"".join(b.bytes() for b in stranger.cert_chain_pems),
-             stranger.private_key_pem.bytes())
+    wrong = (
+        b"".join(b.bytes() for b in stranger.cert_chain_pems),
+        stranger.private_key_pem.bytes(),
+    )
     async with _tls_channel(running.port, pki, client=wrong) as foreign:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stubs_for(foreign).chat.CreateChatCompletion(_chat(), timeout=5)
@@ -178,11 +185,15 @@ def test_plaintext_on_a_network_address_with_a_credential_is_refused(pki: Pki) -
     assert "sk-very-secret-key" not in message
     # Each way out works: explicit consent, TLS, no credential of its own, loopback.
     Config.load(environ={}, api_key="sk-very-secret-key", allow_plaintext=True, **base)
-    Config.load(environ={}, api_key="sk-very-secret-key", tls_cert=str(pki.server_cert),
-                tls_key=str(pki.server_key), **base)
+    Config.load(
+        environ={},
+        api_key="sk-very-secret-key",
+        tls_cert=str(pki.server_cert),
+        tls_key=str(pki.server_key),
+        **base,
+    )
     Config.load(environ={}, **base)
-    Config.load(environ={}, api_key="k", listen="[::1]:50051",
-                upstream_url=base["upstream_url"])
+    Config.load(environ={}, api_key="k", listen="[::1]:50051", upstream_url=base["upstream_url"])
 
 
 @pytest.mark.parametrize(
@@ -215,9 +226,12 @@ def _chat() -> chat_pb2.CreateChatCompletionRequest:
 async def test_access_tokens_guard_the_bridge_credential(
     upstream: DevUpstream, started: list[server.Bridge]
 ) -> None:
-    running = await _start(started, bridge_config(
-        upstream, access_token_sha256=f"{token_digest(OTHER_TOKEN)}, {token_digest(TOKEN)}"
-    ))
+    running = await _start(
+        started,
+        bridge_config(
+            upstream, access_token_sha256=f"{token_digest(OTHER_TOKEN)}, {token_digest(TOKEN)}"
+        ),
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         chat = stubs_for(channel).chat
         with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -241,8 +255,9 @@ async def test_access_tokens_guard_the_bridge_credential(
 
         # Streams are guarded the same way.
         stream = chat.StreamChatCompletion(
-            chat_pb2.StreamChatCompletionRequest(model="openai/gpt-4o-mini",
-                                                 messages=_chat().messages)
+            chat_pb2.StreamChatCompletionRequest(
+                model="openai/gpt-4o-mini", messages=_chat().messages
+            )
         )
         with pytest.raises(grpc.aio.AioRpcError) as streamed:
             async for _ in stream:
@@ -257,12 +272,16 @@ async def test_access_tokens_guard_the_bridge_credential(
 async def test_callers_own_credentials_are_forwarded_or_refused(
     upstream: DevUpstream, started: list[server.Bridge]
 ) -> None:
-    lenient = await _start(started, bridge_config(
-        upstream, api_key="sk-bridge-own", access_token_sha256=token_digest(TOKEN)
-    ))
-    strict = await _start(started, bridge_config(
-        upstream, caller_credentials="refuse", access_token_sha256=token_digest(TOKEN)
-    ))
+    lenient = await _start(
+        started,
+        bridge_config(upstream, api_key="sk-bridge-own", access_token_sha256=token_digest(TOKEN)),
+    )
+    strict = await _start(
+        started,
+        bridge_config(
+            upstream, caller_credentials="refuse", access_token_sha256=token_digest(TOKEN)
+        ),
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{lenient.port}") as channel:
         # No bridge token needed: the call spends its own key, which the upstream accepts.
         reply = await stubs_for(channel).chat.CreateChatCompletion(_chat(), metadata=_own_key())
@@ -286,12 +305,13 @@ async def test_without_tokens_the_credential_is_lent_to_loopback_callers_only(
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to call from")
     async with DevUpstream(api_key=DEV_KEY) as upstream:
-        guarded = await _start(started, bridge_config(
-            upstream, listen="0.0.0.0:0", allow_plaintext=True
-        ))
-        open_ = await _start(started, bridge_config(
-            upstream, listen="0.0.0.0:0", allow_plaintext=True, trust_network=True
-        ))
+        guarded = await _start(
+            started, bridge_config(upstream, listen="0.0.0.0:0", allow_plaintext=True)
+        )
+        open_ = await _start(
+            started,
+            bridge_config(upstream, listen="0.0.0.0:0", allow_plaintext=True, trust_network=True),
+        )
         async with grpc.aio.insecure_channel(f"{address}:{guarded.port}") as remote:
             chat = stubs_for(remote).chat
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -323,9 +343,13 @@ async def test_forwarded_metadata_allowlist_is_configurable(
 ) -> None:
     running = await _start(started, bridge_config(upstream, forward_metadata="X-Tenant, x-env"))
     metadata = (
-        ("x-request-id", "req-1"), ("x-title", "my app"), ("ai-reporting-user", "u-1"),
-        ("x-tenant", "acme"), ("x-env", "prod"),
-        ("x-not-listed", "no"), ("cookie", "session=1"),
+        ("x-request-id", "req-1"),
+        ("x-title", "my app"),
+        ("ai-reporting-user", "u-1"),
+        ("x-tenant", "acme"),
+        ("x-env", "prod"),
+        ("x-not-listed", "no"),
+        ("cookie", "session=1"),
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         await stubs_for(channel).chat.CreateChatCompletion(_chat(), metadata=metadata)
@@ -337,8 +361,20 @@ async def test_forwarded_metadata_allowlist_is_configurable(
 
 @pytest.mark.parametrize(
     "key",
-    ["connection", "transfer-encoding", "te", "upgrade", "grpc-timeout", ":authority",
-     "content-length", "authorization", "host", TOKEN_KEY, "x-data-bin", "Bad Key"],
+    [
+        "connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "grpc-timeout",
+        ":authority",
+        "content-length",
+        "authorization",
+        "host",
+        TOKEN_KEY,
+        "x-data-bin",
+        "Bad Key",
+    ],
 )
 def test_metadata_that_must_never_be_forwarded_is_refused_at_config_time(key: str) -> None:
     with pytest.raises(ConfigError, match="--forward-metadata: cannot forward"):
@@ -356,10 +392,13 @@ async def test_upstream_response_headers_come_back_as_initial_metadata(
         "set-cookie": "not=returned",
     }
     completion = {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
         "model": "openai/gpt-4o-mini",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "ok"}}],
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
     }
     upstream.program("openai/gpt-4o-mini", Status(200, completion, headers))
     running = await _start(started, bridge_config(upstream))
@@ -367,8 +406,12 @@ async def test_upstream_response_headers_come_back_as_initial_metadata(
         call = stubs_for(channel).chat.CreateChatCompletion(_chat())
         assert (await call).choices[0].message.content == "ok"
         returned = dict(await call.initial_metadata())
-    for key in ("x-request-id", "x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens",
-                "openai-processing-ms"):
+    for key in (
+        "x-request-id",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-tokens",
+        "openai-processing-ms",
+    ):
         assert returned[key] == headers[key]
     assert "set-cookie" not in returned
 
@@ -380,8 +423,14 @@ def _run(
     *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], input=stdin, capture_output=True, text=True,
-        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60, check=False,
+        [sys.executable, "-m", "bridge", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
     )
 
 
@@ -395,10 +444,15 @@ def test_hash_token_prints_the_digest_of_stdin() -> None:
 
 def test_config_command_masks_secrets() -> None:
     digest = token_digest(TOKEN)
-    result = _run("config", "--oidc-token", "oidc-secret-value-42", env={
-        "AI_GATEWAY_API_KEY": "sk-live-secret-value-1",
-        "BRIDGE_ACCESS_TOKEN_SHA256": digest,
-    })
+    result = _run(
+        "config",
+        "--oidc-token",
+        "oidc-secret-value-42",
+        env={
+            "AI_GATEWAY_API_KEY": "sk-live-secret-value-1",
+            "BRIDGE_ACCESS_TOKEN_SHA256": digest,
+        },
+    )
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["api_key"] == shown["oidc_token"] == shown["access_token_sha256"] == "***"
