@@ -386,7 +386,8 @@ class DevUpstream:
 
     Counters for tests: `active_responses` (requests being answered, from the end of the
     request to the end of the response, so a `Hang` counts), `disconnects` (clients that
-    closed before their response was complete), `open_connections`.
+    closed before their response was complete), `open_connections`, `connections_accepted`
+    (all connections ever opened, so a test can tell reuse from reconnecting).
     """
 
     def __init__(
@@ -405,6 +406,7 @@ class DevUpstream:
         self.active_responses = 0
         self.disconnects = 0
         self.open_connections = 0
+        self.connections_accepted = 0
         self._programs: dict[str, deque[Behavior]] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -462,6 +464,7 @@ class DevUpstream:
     def _attach(self, connection: _Connection) -> None:
         self._connections.add(connection)
         self.open_connections += 1
+        self.connections_accepted += 1
 
     def _detach(self, connection: _Connection) -> None:
         if connection in self._connections:
