@@ -93,6 +93,12 @@ class Config:
         512, "Upstream HTTP connections kept at most (pool size).",
         env="BRIDGE_MAX_CONNECTIONS",
     )
+    upstream_http: str = _opt(
+        "fast",
+        "Upstream HTTP/1.1 client: `fast` (the bridge's own asyncio transport, about half "
+        "the CPU per call) or `httpx` (httpx's default httpcore transport).",
+        env="BRIDGE_UPSTREAM_HTTP",
+    )
     max_message_bytes: int = _opt(
         64 * 1024 * 1024,
         "Largest gRPC message received or sent, in bytes (embedding batches are large).",
@@ -387,6 +393,10 @@ class Config:
                 "could read calls and use the credential. Serve TLS (--tls-cert and "
                 "--tls-key), listen on 127.0.0.1, or pass --allow-plaintext (e.g. behind a "
                 "TLS-terminating sidecar)"
+            )
+        if self.upstream_http not in ("fast", "httpx"):
+            raise ConfigError(
+                f"--upstream-http must be 'fast' or 'httpx', got {self.upstream_http!r}"
             )
         if self.caller_credentials not in ("allow", "refuse"):
             raise ConfigError(

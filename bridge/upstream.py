@@ -27,6 +27,7 @@ from bridge.errors import BridgeError
 from bridge.observe import UpstreamHooks
 from bridge.retry import RetryPolicy
 from bridge.sse import EventTooLarge, SSEDecoder
+from bridge.transport import FastTransport
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class Upstream:
             max_backoff=config.max_backoff,
         )
         self._rng = rng or random.Random()
+        if transport is None and config.upstream_http == "fast":
+            transport = FastTransport(max_connections=config.max_connections)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             transport=transport,
