@@ -31,6 +31,10 @@ PATCHES = {
     "    h = _c(*a, **k); logging.getLogger('httpx').setLevel(logging.INFO); return h\n"
     "L.configure = configure\n",
     "no-orjson": "import json, bridge.upstream as U\nU._loads = json.loads\n",
+    # httpx's own httpcore transport instead of the bridge's FastTransport (--upstream-http).
+    "httpx-transport": "import os\nos.environ['BRIDGE_UPSTREAM_HTTP'] = 'httpx'\n",
+    # Try: uvloop's event loop instead of asyncio's (needs `pip install uvloop`).
+    "uvloop": "import uvloop\nuvloop.install()\n",
     # Try: gRPC core's optimisation hint and a larger HTTP/2 write buffer.
     "grpc-throughput": "import bridge.server as S\n_o = S.server_options\n"
     "S.server_options = lambda c: [*_o(c), ('grpc.optimization_target', 'throughput'), "

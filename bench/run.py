@@ -334,6 +334,31 @@ def machine() -> str:
     )
 
 
+def source() -> str:
+    """The bridge code measured: the commit, and bridge/ files changed since, if any."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "bridge"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "source: not a git checkout"
+    files = sorted(line[3:] for line in changed if line.strip())
+    return f"bridge source: commit {commit}" + (
+        f" with uncommitted changes to {', '.join(files)}" if files else ""
+    )
+
+
 def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bool]]:
     runs, wire, idle = data["runs"], data["wire"], data["idle"]
 
@@ -419,7 +444,8 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
         "",
         f"Machine: {machine()}. Median of {opts.rounds} rounds of {opts.seconds:g} s "
         f"(after {opts.warmup:g} s warm-up) per measurement; every client in its own process;",
-        "upstream: bench/upstream (Go net/http, canned answers); bridge: `python -m bridge serve`.",
+        "upstream: bench/upstream (Go net/http, canned answers); bridge: `python -m bridge serve`;",
+        f"{source()}.",
         "",
         "| measurement | httpx direct | openai SDK | bridge (grpc.aio) | bridge (ghz) "
         "| gRPC floor | bridge ÷ SDK | bridge ÷ httpx |",
