@@ -241,6 +241,32 @@ async def test_large_body_in_pieces() -> None:
     assert raw.connections == 1
 
 
+async def test_large_request_body_is_written_whole() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB: written after the head, not joined to it
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, _, received = await read_request(reader)
+        writer.write(ok(b"%d %d" % (len(received), received == body)))
+        await writer.drain()
+
+    async with RawServer(handler) as raw, client() as c:
+        answer = await c.post(raw.url, content=body)
+    assert answer.content == b"1048576 1"
+
+
+async def test_http_1_0_answer_without_length_ends_with_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{}")
+        writer.close()
+
+    async with RawServer(handler) as raw, client() as c:
+        answer = await c.get(raw.url)
+        assert (answer.http_version, answer.content) == ("HTTP/1.0", b"{}")
+        assert (await c.get(raw.url)).content == b"{}"
+    assert raw.connections == 2
+
+
 # ------------------------------------------------------------------ early close, pool
 
 
