@@ -23,7 +23,6 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 
-import certifi
 import httpx
 
 __all__ = ["FastTransport"]
@@ -50,8 +49,9 @@ _SIZE, _DATA, _DATA_END, _TRAILER = 0, 1, 2, 3
 
 
 def default_ssl_context() -> ssl.SSLContext:
-    """Verification against certifi's CA bundle, as httpx does by default."""
-    context = ssl.create_default_context(cafile=certifi.where())
+    """httpx's own default context (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR when
+    set), so that switching transports changes nothing about which upstreams are trusted."""
+    context = httpx.create_ssl_context()
     context.set_alpn_protocols(["http/1.1"])
     return context
 
