@@ -28,7 +28,7 @@ class EventTooLarge(ValueError):
 class SSEDecoder:
     """Feed bytes, get events. Keeps at most `max_event_bytes` of an unfinished event."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_max", "_pending_size")
+    __slots__ = ("_buffer", "_data", "_event", "_failed", "_max", "_pending_size")
 
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self._buffer = b""
@@ -36,8 +36,13 @@ class SSEDecoder:
         self._event = ""
         self._max = max_event_bytes
         self._pending_size = 0
+        # An event past the limit found after complete events of the same chunk: those are
+        # returned first, and the error is raised by the next call.
+        self._failed: EventTooLarge | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._failed is not None:
+            raise self._failed
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             # Normalise CRLF and lone CR; a CR at the very end may be half of a CRLF.
@@ -51,13 +56,21 @@ class SSEDecoder:
             lines = buffer.split(b"\n")
             self._buffer = lines.pop()
         events: list[Event] = []
-        for raw in lines:
-            event = self._line(raw)
-            if event is not None:
-                events.append(event)
-        if len(self._buffer) + self._pending_size > self._max:
-            raise EventTooLarge(f"a server-sent event exceeded {self._max} bytes")
+        try:
+            for raw in lines:
+                event = self._line(raw)
+                if event is not None:
+                    events.append(event)
+            if len(self._buffer) + self._pending_size > self._max:
+                raise self._too_large()
+        except EventTooLarge as exc:
+            if not events:
+                raise
+            self._failed = exc
         return events
+
+    def _too_large(self) -> EventTooLarge:
+        return EventTooLarge(f"a server-sent event exceeded {self._max} bytes")
 
     def _line(self, raw: bytes) -> Event | None:
         if not raw:
@@ -75,6 +88,8 @@ class SSEDecoder:
         if name == "data":
             self._data.append(value)
             self._pending_size += len(raw)
+            if self._pending_size > self._max:  # checked per line: it may arrive whole
+                raise self._too_large()
         elif name == "event":
             self._event = value
         # Comments (empty name), id, retry and unknown fields are ignored.
@@ -82,6 +97,8 @@ class SSEDecoder:
 
     def close(self) -> Event | None:
         """The unfinished event at end of stream, if any (servers may omit the last blank)."""
+        if self._failed is not None:
+            raise self._failed
         tail, self._buffer = self._buffer, b""
         if tail:
             # A lone CR kept back as possibly half a CRLF was a line end after all; when that

@@ -101,3 +101,19 @@ def test_many_events_under_the_limit_are_fine() -> None:
     decoder = SSEDecoder(max_event_bytes=100)
     events = decoder.feed((b"data: " + b"y" * 80 + b"\n\n") * 50)
     assert len(events) == 50
+
+
+def test_an_oversized_event_arriving_whole_is_refused() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLarge, match="exceeded 100 bytes"):
+        decoder.feed(b"data: " + b"x" * 200 + b"\n\n")
+
+
+def test_events_before_an_oversized_one_are_delivered_first() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    events = decoder.feed(b"data: a\n\ndata: b\n\ndata: " + b"x" * 200 + b"\n\n")
+    assert events == [Event("message", "a"), Event("message", "b")]
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: c\n\n")
+    with pytest.raises(EventTooLarge):
+        decoder.close()
