@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m bridge serve --listen $(LISTEN)
 
-## test: every test (unit, integration, generated-code freshness)
-test: $(STAMP)
+## test: lint, type check, then every test (unit, integration, generated-code freshness)
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
 
 ## demo: local development upstream + bridge + a client streaming a chat, all offline
@@ -42,10 +42,12 @@ docker:
 generate: $(STAMP)
 	$(BIN)/python -m bridge.codegen
 
+## lint: ruff check and ruff format --check (generated/ excluded)
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests
-	$(BIN)/ruff format --check bridge tests
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
 
+## typecheck: mypy --strict on bridge/ and tests/
 typecheck: $(STAMP)
 	$(BIN)/mypy
 

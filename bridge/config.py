@@ -50,26 +50,32 @@ class Config:
     """Everything the bridge can be told. Built by `Config.load`, then passed down."""
 
     listen: str = _opt(
-        DEFAULT_LISTEN, "Address to serve gRPC on, HOST:PORT (port 0 picks a free port).",
+        DEFAULT_LISTEN,
+        "Address to serve gRPC on, HOST:PORT (port 0 picks a free port).",
         env="BRIDGE_LISTEN",
     )
     upstream_url: str = _opt(
         DEFAULT_UPSTREAM,
         "Base URL of the OpenAI-compatible upstream, up to and including its /v1.",
-        env="BRIDGE_UPSTREAM_URL", flag="--upstream",
+        env="BRIDGE_UPSTREAM_URL",
+        flag="--upstream",
     )
     api_key: str | None = _opt(
         None,
         "The bridge's own upstream credential, used for calls that bring no "
         "`authorization` metadata. Wins over the OIDC token when both are set.",
-        env="AI_GATEWAY_API_KEY", secret=True,
+        env="AI_GATEWAY_API_KEY",
+        secret=True,
     )
     oidc_token: str | None = _opt(
-        None, "Vercel OIDC token, the bridge's credential when no API key is set.",
-        env="VERCEL_OIDC_TOKEN", secret=True,
+        None,
+        "Vercel OIDC token, the bridge's credential when no API key is set.",
+        env="VERCEL_OIDC_TOKEN",
+        secret=True,
     )
     connect_timeout: float = _opt(
-        10.0, "Seconds to wait for a connection to the upstream.",
+        10.0,
+        "Seconds to wait for a connection to the upstream.",
         env="BRIDGE_CONNECT_TIMEOUT",
     )
     upstream_timeout: float = _opt(
@@ -79,18 +85,23 @@ class Config:
         env="BRIDGE_UPSTREAM_TIMEOUT",
     )
     max_attempts: int = _opt(
-        3, "Upstream attempts in all, the first included (1 disables retries).",
+        3,
+        "Upstream attempts in all, the first included (1 disables retries).",
         env="BRIDGE_MAX_ATTEMPTS",
     )
     initial_backoff: float = _opt(
-        0.5, "Seconds before the first retry when the upstream gives no retry-after.",
+        0.5,
+        "Seconds before the first retry when the upstream gives no retry-after.",
         env="BRIDGE_INITIAL_BACKOFF",
     )
     max_backoff: float = _opt(
-        8.0, "Longest delay between two attempts, in seconds.", env="BRIDGE_MAX_BACKOFF",
+        8.0,
+        "Longest delay between two attempts, in seconds.",
+        env="BRIDGE_MAX_BACKOFF",
     )
     max_connections: int = _opt(
-        512, "Upstream HTTP connections kept at most (pool size).",
+        512,
+        "Upstream HTTP connections kept at most (pool size).",
         env="BRIDGE_MAX_CONNECTIONS",
     )
     upstream_http: str = _opt(
@@ -110,15 +121,18 @@ class Config:
         env="BRIDGE_MAX_RESPONSE_BYTES",
     )
     reflection: bool = _opt(
-        True, "Serve gRPC server reflection.", env="BRIDGE_REFLECTION",
+        True,
+        "Serve gRPC server reflection.",
+        env="BRIDGE_REFLECTION",
     )
     log_level: str = _opt(
-        "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.", env="BRIDGE_LOG_LEVEL",
+        "INFO",
+        "Log level: DEBUG, INFO, WARNING or ERROR.",
+        env="BRIDGE_LOG_LEVEL",
     )
     shutdown_grace: float = _opt(
         10.0,
-        "Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are "
-        "cancelled.",
+        "Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled.",
         env="BRIDGE_SHUTDOWN_GRACE",
     )
 
@@ -151,11 +165,14 @@ class Config:
 
     # ------------------------------------------------------------------ transport security
     tls_cert: str | None = _opt(
-        None, "PEM certificate chain file: serve TLS with it (needs --tls-key).",
+        None,
+        "PEM certificate chain file: serve TLS with it (needs --tls-key).",
         env="BRIDGE_TLS_CERT",
     )
     tls_key: str | None = _opt(
-        None, "PEM private key file of --tls-cert.", env="BRIDGE_TLS_KEY",
+        None,
+        "PEM private key file of --tls-cert.",
+        env="BRIDGE_TLS_KEY",
     )
     tls_client_ca: str | None = _opt(
         None,
@@ -176,7 +193,8 @@ class Config:
         "Comma-separated SHA-256 hex digests of bridge access tokens; a call relying on "
         "the bridge's credential must send one of the tokens as `x-bridge-token` metadata "
         "(or a verified client certificate). `python -m bridge hash-token` prints a digest.",
-        env="BRIDGE_ACCESS_TOKEN_SHA256", secret=True,
+        env="BRIDGE_ACCESS_TOKEN_SHA256",
+        secret=True,
     )
     caller_credentials: str = _opt(
         "allow",
@@ -216,7 +234,8 @@ class Config:
         env="BRIDGE_KEEPALIVE_TIME",
     )
     keepalive_timeout: float = _opt(
-        20.0, "Seconds to wait for a keepalive ping's answer before closing the connection.",
+        20.0,
+        "Seconds to wait for a keepalive ping's answer before closing the connection.",
         env="BRIDGE_KEEPALIVE_TIMEOUT",
     )
     min_client_ping_interval: float = _opt(
@@ -226,7 +245,8 @@ class Config:
         env="BRIDGE_MIN_CLIENT_PING_INTERVAL",
     )
     client_pings_without_calls: bool = _opt(
-        True, "Accept client keepalive pings on connections with no call in flight.",
+        True,
+        "Accept client keepalive pings on connections with no call in flight.",
         env="BRIDGE_CLIENT_PINGS_WITHOUT_CALLS",
     )
     max_connection_age: float = _opt(
@@ -256,9 +276,10 @@ class Config:
     )
     config_file: str | None = _opt(
         None,
-        "TOML file of options (keys = option names, e.g. upstream_url = \"...\"); flags "
+        'TOML file of options (keys = option names, e.g. upstream_url = "..."); flags '
         "and environment variables win over it.",
-        env="BRIDGE_CONFIG", flag="--config",
+        env="BRIDGE_CONFIG",
+        flag="--config",
     )
 
     # ------------------------------------------------------------------ derived values
@@ -314,8 +335,11 @@ class Config:
             text = text.replace("%", "%%")
             if _kind(f) == "bool":
                 parser.add_argument(
-                    flag_of(f), dest=f.name, default=None,
-                    action=argparse.BooleanOptionalAction, help=text,
+                    flag_of(f),
+                    dest=f.name,
+                    default=None,
+                    action=argparse.BooleanOptionalAction,
+                    help=text,
                 )
             else:
                 parser.add_argument(
@@ -372,12 +396,21 @@ class Config:
         self._validate_observability()
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
-        for name in ("connect_timeout", "upstream_timeout", "shutdown_grace",
-                     "keepalive_time", "keepalive_timeout"):
+        for name in (
+            "connect_timeout",
+            "upstream_timeout",
+            "shutdown_grace",
+            "keepalive_time",
+            "keepalive_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-        for name in ("max_concurrent_streams", "min_client_ping_interval",
-                     "max_connection_age", "max_connection_age_grace"):
+        for name in (
+            "max_concurrent_streams",
+            "min_client_ping_interval",
+            "max_connection_age",
+            "max_connection_age_grace",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -385,8 +418,12 @@ class Config:
                 f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
             )
         self._validate_tls()
-        if self.credential and not self.tls and not is_loopback_host(host) \
-                and not self.allow_plaintext:
+        if (
+            self.credential
+            and not self.tls
+            and not is_loopback_host(host)
+            and not self.allow_plaintext
+        ):
             raise ConfigError(
                 f"refusing to serve plaintext on {self.listen} (not a loopback address) while "
                 f"holding the credential from {self.credential_source}: anyone on the network "
@@ -400,8 +437,7 @@ class Config:
             )
         if self.caller_credentials not in ("allow", "refuse"):
             raise ConfigError(
-                "--caller-credentials must be 'allow' or 'refuse', got "
-                f"{self.caller_credentials!r}"
+                f"--caller-credentials must be 'allow' or 'refuse', got {self.caller_credentials!r}"
             )
         for i, digest in enumerate(_split(self.access_token_sha256 or ""), 1):
             if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
@@ -441,8 +477,7 @@ class Config:
                 raise ConfigError("--metrics-listen must differ from --listen")
         if self.trace_exporter not in ("none", "console", "otlp"):
             raise ConfigError(
-                "--trace-exporter must be 'none', 'console' or 'otlp', got "
-                f"{self.trace_exporter!r}"
+                f"--trace-exporter must be 'none', 'console' or 'otlp', got {self.trace_exporter!r}"
             )
 
     def masked(self) -> dict[str, Any]:
@@ -458,10 +493,20 @@ class Config:
 
 # Never forwarded, whatever the configuration says: connection-level (hop-by-hop) headers,
 # headers httpx computes, credentials the bridge manages, gRPC's own metadata.
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 _RESERVED = {
     "content-length": "httpx computes it from the body",
     "content-type": "the bridge always sends JSON",
@@ -498,8 +543,9 @@ def read_config_file(path: str) -> dict[str, Any]:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
-        raise ConfigError(f"--config / BRIDGE_CONFIG: cannot read {path!r}: "
-                          f"{exc.strerror}") from None
+        raise ConfigError(
+            f"--config / BRIDGE_CONFIG: cannot read {path!r}: {exc.strerror}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config / BRIDGE_CONFIG: {path} is not valid TOML: {exc}") from None
     fields = {f.name: f for f in Config.options()}
@@ -510,8 +556,7 @@ def read_config_file(path: str) -> dict[str, Any]:
         if f is None or name in ("config_file", "worker_index"):
             known = ", ".join(n for n in fields if n not in ("config_file", "worker_index"))
             raise ConfigError(f"{path}: unknown option {key!r}; known options: {known}")
-        if isinstance(value, list) and _kind(f) == "str" \
-                and all(isinstance(v, str) for v in value):
+        if isinstance(value, list) and _kind(f) == "str" and all(isinstance(v, str) for v in value):
             value = ",".join(value)
         out[name] = _typed(f, value, f"{path}: {key}")
     return out

@@ -129,8 +129,11 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
             validate.chat(request)
             body = request_body(request)  # never streams, whatever extra_fields says
             reply = await self.upstream.post_json(
-                "/chat/completions", body, headers=self.headers(context),
-                deadline=deadline_of(context), model=request.model,
+                "/chat/completions",
+                body,
+                headers=self.headers(context),
+                deadline=deadline_of(context),
+                model=request.model,
             )
             rid = reply.headers.get("x-request-id")
             response = self.parse(chat_pb2.CreateChatCompletionResponse, reply.data, rid)
@@ -146,8 +149,11 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
             validate.chat(request)
             body = request_body(request)  # "stream": true
             stream = self.upstream.stream(
-                "/chat/completions", body, headers=self.headers(context),
-                deadline=deadline_of(context), model=request.model,
+                "/chat/completions",
+                body,
+                headers=self.headers(context),
+                deadline=deadline_of(context),
+                model=request.model,
             )
             first = True
             rid: str | None = None
@@ -175,8 +181,11 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
             self.check_size(request)
             validate.embeddings(request)
             reply = await self.upstream.post_json(
-                "/embeddings", request_body(request), headers=self.headers(context),
-                deadline=deadline_of(context), model=request.model,
+                "/embeddings",
+                request_body(request),
+                headers=self.headers(context),
+                deadline=deadline_of(context),
+                model=request.model,
             )
             rid = reply.headers.get("x-request-id")
             response = self.parse(embeddings_pb2.CreateEmbeddingsResponse, reply.data, rid)

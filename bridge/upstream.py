@@ -116,7 +116,11 @@ class Upstream:
     # ------------------------------------------------------------------ unary
 
     async def get_json(
-        self, path: str, *, headers: Mapping[str, str], deadline: float | None,
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        deadline: float | None,
         model: str | None = None,
     ) -> Reply:
         return await self._retrying(
@@ -124,8 +128,13 @@ class Upstream:
         )
 
     async def post_json(
-        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str],
-        deadline: float | None, model: str | None = None,
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        model: str | None = None,
     ) -> Reply:
         content = _encode(body)
         return await self._retrying(
@@ -133,8 +142,13 @@ class Upstream:
         )
 
     async def _exchange(
-        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str],
-        deadline: float | None, model: str | None,
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        model: str | None,
     ) -> Reply:
         response = await self._send(method, path, content, headers, deadline, stream=False)
         try:
@@ -148,8 +162,13 @@ class Upstream:
     # ------------------------------------------------------------------ streaming
 
     def stream(
-        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str],
-        deadline: float | None, model: str | None = None,
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        model: str | None = None,
     ) -> EventStream:
         return EventStream(self, path, _encode(body), headers, deadline, model)
 
@@ -160,8 +179,14 @@ class Upstream:
         return "/models/" + quote(model, safe="/:@-._~!$&'()*+,;=")
 
     async def _send(
-        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str],
-        deadline: float | None, *, stream: bool,
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        *,
+        stream: bool,
     ) -> httpx.Response:
         timeout = self._timeout(deadline)
         request_headers = dict(headers)
@@ -170,7 +195,10 @@ class Upstream:
         if stream:
             request_headers["accept"] = "text/event-stream"
         request = self._client.build_request(
-            method, self.base_url + path, content=content, headers=request_headers,
+            method,
+            self.base_url + path,
+            content=content,
+            headers=request_headers,
             timeout=timeout,
         )
         if self.hooks is not None:
@@ -201,7 +229,8 @@ class Upstream:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise errors.transport_error(
-                "too_large", domain=self.domain,
+                "too_large",
+                domain=self.domain,
                 detail=f"it announced {declared} bytes; the limit is {limit} bytes "
                 "(--max-response-bytes)",
                 request_id=response.headers.get("x-request-id"),
@@ -213,7 +242,8 @@ class Upstream:
                 size += len(part)
                 if size > limit:
                     raise errors.transport_error(
-                        "too_large", domain=self.domain,
+                        "too_large",
+                        domain=self.domain,
                         detail=f"the response exceeded the limit of {limit} bytes "
                         "(--max-response-bytes)",
                         request_id=response.headers.get("x-request-id"),
@@ -228,19 +258,25 @@ class Upstream:
         request_id = response.headers.get("x-request-id")
         if content_type and "json" not in content_type:
             raise errors.transport_error(
-                "malformed", domain=self.domain, request_id=request_id,
+                "malformed",
+                domain=self.domain,
+                request_id=request_id,
                 detail=f"expected JSON, got content-type {content_type!r}: {_excerpt(body)}",
             )
         try:
             data = _loads(body)
         except ValueError:
             raise errors.transport_error(
-                "malformed", domain=self.domain, request_id=request_id,
+                "malformed",
+                domain=self.domain,
+                request_id=request_id,
                 detail=f"the response body is not valid JSON: {_excerpt(body)}",
             ) from None
         if type(data) is not dict:
             raise errors.transport_error(
-                "malformed", domain=self.domain, request_id=request_id,
+                "malformed",
+                domain=self.domain,
+                request_id=request_id,
                 detail=f"expected a JSON object, got {type(data).__name__}",
             )
         if isinstance(data.get("error"), dict):
@@ -250,7 +286,8 @@ class Upstream:
     def _http_error(self, response: httpx.Response, body: bytes, model: str | None) -> BridgeError:
         if 300 <= response.status_code < 400:
             return errors.transport_error(
-                "redirect", domain=self.domain,
+                "redirect",
+                domain=self.domain,
                 request_id=response.headers.get("x-request-id"),
                 detail=f"the upstream answered {response.status_code} redirecting to "
                 f"{_origin(response.headers.get('location', ''))}",
@@ -259,12 +296,19 @@ class Upstream:
         # echoed back in the status.
         credential = response.request.headers.get("authorization", "").partition(" ")[2]
         return errors.from_http_response(
-            response.status_code, body, response.headers, domain=self.domain, model=model,
+            response.status_code,
+            body,
+            response.headers,
+            domain=self.domain,
+            model=model,
             secrets=(credential.strip(),),
         )
 
     def _transport_error(
-        self, exc: httpx.HTTPError, deadline: float | None, response: httpx.Response | None = None,
+        self,
+        exc: httpx.HTTPError,
+        deadline: float | None,
+        response: httpx.Response | None = None,
         cut: Literal["body_cut", "stream_cut"] = "body_cut",
     ) -> BridgeError:
         """Classify an httpx failure; `cut` names a connection lost after the response began."""
@@ -284,7 +328,9 @@ class Upstream:
             kind = "protocol"
         return errors.transport_error(
             kind,  # type: ignore[arg-type]
-            domain=self.domain, detail=detail, request_id=request_id,
+            domain=self.domain,
+            detail=detail,
+            request_id=request_id,
         )
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], deadline: float | None) -> T:
@@ -304,7 +350,9 @@ class Upstream:
                 log.info(
                     "retrying upstream call",
                     extra={
-                        "attempt": tries + 1, "delay_s": round(delay, 3), "code": error.code.name,
+                        "attempt": tries + 1,
+                        "delay_s": round(delay, 3),
+                        "code": error.code.name,
                     },
                 )
                 await asyncio.sleep(delay)
@@ -320,8 +368,13 @@ class EventStream:
     """
 
     def __init__(
-        self, upstream: Upstream, path: str, content: bytes, headers: Mapping[str, str],
-        deadline: float | None, model: str | None,
+        self,
+        upstream: Upstream,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        model: str | None,
     ) -> None:
         self._upstream = upstream
         self._path = path
@@ -361,7 +414,8 @@ class EventStream:
             # A JSON error envelope sent with 200 instead of a stream is still an error.
             data = up._decode_object(response, body)
             raise errors.transport_error(
-                "malformed", domain=up.domain,
+                "malformed",
+                domain=up.domain,
                 request_id=response.headers.get("x-request-id"),
                 detail=f"expected an event stream, got content-type {content_type!r}: "
                 f"{_excerpt(json.dumps(data).encode())}",
@@ -391,13 +445,17 @@ class EventStream:
                 yield data
         except EventTooLarge as exc:
             raise errors.transport_error(
-                "too_large", domain=up.domain, detail=f"{exc} (--max-response-bytes)",
+                "too_large",
+                domain=up.domain,
+                detail=f"{exc} (--max-response-bytes)",
                 request_id=request_id,
             ) from None
         except httpx.HTTPError as exc:
             raise up._transport_error(exc, self._deadline, response, "stream_cut") from None
         raise errors.transport_error(
-            "stream_cut", domain=up.domain, request_id=request_id,
+            "stream_cut",
+            domain=up.domain,
+            request_id=request_id,
             detail="the upstream closed the stream before sending [DONE]",
         )
 
@@ -433,12 +491,16 @@ class EventStream:
                     {"message": data}, domain=up.domain, request_id=request_id
                 ) from None
             raise errors.transport_error(
-                "malformed", domain=up.domain, request_id=request_id,
+                "malformed",
+                domain=up.domain,
+                request_id=request_id,
                 detail=f"a stream event is not valid JSON: {_excerpt(data.encode())}",
             ) from None
         if type(obj) is not dict:
             raise errors.transport_error(
-                "malformed", domain=up.domain, request_id=request_id,
+                "malformed",
+                domain=up.domain,
+                request_id=request_id,
                 detail=f"a stream event is a JSON {type(obj).__name__}, not an object",
             )
         error = obj.get("error")
