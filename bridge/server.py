@@ -84,7 +84,10 @@ class Bridge:
             refusing()
         drained = await self.tracker.wait_idle(grace or 0.0)
         if drained:
-            await self.server.stop(None)  # ends the remaining watch/reflection streams
+            # Health watchers were told NOT_SERVING above; give that message a moment to
+            # leave before the remaining watch/reflection streams are ended.
+            await asyncio.sleep(min(grace or 0.0, 0.1))
+            await self.server.stop(None)
         await stopping
         await self.upstream.aclose()
         if self.observability is not None:
