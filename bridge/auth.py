@@ -32,6 +32,7 @@ from urllib.parse import unquote
 import grpc
 
 from bridge.config import Config
+from bridge.errors import BRIDGE_DOMAIN, BridgeError
 
 TOKEN_KEY = "x-bridge-token"
 """Metadata key of the bridge access token (never forwarded upstream)."""
@@ -60,12 +61,20 @@ def _is_local_peer(peer: str) -> bool:
 
 
 class Denied(Exception):
-    """A call the access rules refuse; `code` and `message` become its status."""
+    """A call the access rules refuse; `code`, `message` and `reason` become its status.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    The status carries an ErrorInfo (domain `bridge`) like every other error of the bridge, so
+    clients tell "the bridge refused me" from "the upstream refused my key" by its reason.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
+
+    def to_error(self) -> BridgeError:
+        return BridgeError(self.code, self.message, reason=self.reason, domain=BRIDGE_DOMAIN)
 
 
 class AccessPolicy:
@@ -88,6 +97,7 @@ class AccessPolicy:
                     "(--caller-credentials refuse): remove the 'authorization' metadata and "
                     f"authenticate to the bridge instead ('{TOKEN_KEY}' metadata or a client "
                     "certificate)",
+                    "CALLER_CREDENTIALS_REFUSED",
                 )
             return
         if not self.has_credential:
@@ -105,6 +115,7 @@ class AccessPolicy:
                 f"bridge access token: send a valid token as '{TOKEN_KEY}' metadata"
                 + (" or connect with a client certificate" if self.mtls else "")
                 + ", or bring your own upstream key as 'authorization: Bearer <key>'",
+                "BRIDGE_TOKEN_INVALID" if token is not None else "BRIDGE_TOKEN_MISSING",
             )
         if self.mtls:
             # Unreachable in practice: gRPC refuses TLS connections without a client cert.
@@ -112,6 +123,7 @@ class AccessPolicy:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this call relies on the bridge's upstream credential: connect with a "
                 "client certificate signed by the bridge's --tls-client-ca",
+                "CLIENT_CERTIFICATE_REQUIRED",
             )
         if self.trust_network or _is_local_peer(context.peer()):
             return
@@ -121,6 +133,7 @@ class AccessPolicy:
             "bring your own key as 'authorization: Bearer <key>' metadata, or ask the "
             "bridge's operator for an access token (--access-token-sha256) or a client "
             "certificate (--tls-client-ca)",
+            "NOT_A_LOCAL_CALLER",
         )
 
     def _token_ok(self, token: str) -> bool:
@@ -195,7 +208,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             self.policy.check(metadata, context)
         except Denied as denied:
-            await context.abort(denied.code, denied.message)
+            await denied.to_error().abort(context)
         if self.worker is not None:
             context.set_trailing_metadata(((WORKER_KEY, self.worker),))
 

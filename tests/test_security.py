@@ -30,6 +30,7 @@ from bridge.auth import TOKEN_KEY, token_digest
 from bridge.config import Config, ConfigError
 from bridge.devfaults import Status
 from bridge.devserver import DevUpstream
+from tests import richstatus
 from tests.conftest import DEV_KEY, bridge_config, stubs_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,10 +239,13 @@ async def test_access_tokens_guard_the_bridge_credential(
             await chat.CreateChatCompletion(_chat())
         assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert TOKEN_KEY in (missing.value.details() or "")
+        assert richstatus.of_error(missing.value).reason == "BRIDGE_TOKEN_MISSING"
 
         with pytest.raises(grpc.aio.AioRpcError) as wrong:
             await chat.CreateChatCompletion(_chat(), metadata=_token("guessed-token-123"))
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert richstatus.of_error(wrong.value).info.domain == "bridge"
+        assert richstatus.of_error(wrong.value).reason == "BRIDGE_TOKEN_INVALID"
         assert "guessed-token-123" not in (wrong.value.details() or "")
         assert "guessed-token-123" not in str(wrong.value.trailing_metadata())
         assert upstream.requests == []  # refused before anything reached the upstream
@@ -292,6 +296,7 @@ async def test_callers_own_credentials_are_forwarded_or_refused(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await chat.CreateChatCompletion(_chat(), metadata=_own_key() + _token(TOKEN))
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert richstatus.of_error(caught.value).reason == "CALLER_CREDENTIALS_REFUSED"
         assert "--caller-credentials" in (caught.value.details() or "")
         assert DEV_KEY not in (caught.value.details() or "")
         assert await chat.CreateChatCompletion(_chat(), metadata=_token(TOKEN))
@@ -317,6 +322,7 @@ async def test_without_tokens_the_credential_is_lent_to_loopback_callers_only(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await chat.CreateChatCompletion(_chat())
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert richstatus.of_error(caught.value).reason == "NOT_A_LOCAL_CALLER"
             assert "--access-token-sha256" in (caught.value.details() or "")
             assert upstream.requests == []
             # A caller with its own key is still served from the network.
