@@ -324,6 +324,17 @@ class SlowStream:
     interval: float
 
 
+@dataclass(frozen=True)
+class SlowBody:
+    """Answer a non-streaming request with its normal body in `pieces` parts, sleeping
+    `interval` seconds before each: every read is answered in time, yet the whole takes
+    `pieces * interval` seconds (an upstream that dribbles). Streams: like `SlowStream`.
+    """
+
+    interval: float
+    pieces: int = 8
+
+
 Behavior: TypeAlias = (
     Status
     | Html
@@ -339,6 +350,7 @@ Behavior: TypeAlias = (
     | Redirect
     | Huge
     | SlowStream
+    | SlowBody
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +377,8 @@ async def deliver(
             await _huge(exchange, reply, size, model, chunked)
         case SlowStream(interval):
             await _slow(exchange, reply, interval)
+        case SlowBody(interval, pieces):
+            await _slow_body(exchange, reply, interval, pieces)
         case CutStream(after):
             await _cut(exchange, reply, after)
         case StreamError():
@@ -497,6 +511,19 @@ async def _slow(exchange: Exchange, reply: Reply, interval: float) -> None:
         return
     await asyncio.sleep(interval)
     await _send(exchange, reply)
+
+
+async def _slow_body(exchange: Exchange, reply: Reply, interval: float, pieces: int) -> None:
+    if isinstance(reply, StreamReply):
+        await _slow(exchange, reply, interval)
+        return
+    body = reply.body
+    await exchange.send_head(reply.status, reply.content_type, reply.headers, len(body))
+    size = -(-len(body) // max(1, pieces))
+    for start in range(0, len(body), size):
+        await asyncio.sleep(interval)
+        await exchange.send_data(body[start : start + size])
+    await exchange.finish()
 
 
 async def _cut(exchange: Exchange, reply: Reply, after: int) -> None:

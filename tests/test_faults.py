@@ -35,6 +35,7 @@ from bridge.devserver import (
     MalformedSse,
     Redirect,
     Reset,
+    SlowBody,
     SlowStream,
     Status,
     StreamError,
@@ -497,6 +498,19 @@ async def test_upstream_timeout_applies_without_a_caller_deadline(
         # A timeout is retried (DESIGN.md), and every timed-out exchange was closed.
         assert chat_requests(upstream) == 2
         await wait_for(lambda: upstream.disconnects == 2 and upstream.active_responses == 0)
+
+
+async def test_upstream_timeout_bounds_a_whole_unary_answer(upstream: DevUpstream) -> None:
+    # Every piece arrives well within the read timeout, the whole answer would take 3.2 s.
+    upstream.program(MODEL, SlowBody(interval=0.02, pieces=4), SlowBody(interval=0.4, pieces=8))
+    async with serving(upstream, upstream_timeout=1.0, max_attempts=1) as stubs:
+        quick = await call(stubs, streamed=False)
+        assert quick.code is Code.OK
+        dribbled = await call(stubs, streamed=False)
+    assert dribbled.code is Code.DEADLINE_EXCEEDED
+    assert dribbled.status.reason == "UPSTREAM_TIMEOUT"
+    assert "--upstream-timeout" in dribbled.status.message
+    await wait_for(lambda: upstream.active_responses == 0)
 
 
 async def test_upstream_timeout_is_the_longest_silence_in_a_stream(
