@@ -150,37 +150,27 @@ class Upstream:
         deadline: float | None,
         model: str | None,
     ) -> Reply:
-        if deadline is not None:  # the caller's deadline bounds the attempt (and grpc ends it)
-            return await self._exchange_once(method, path, content, headers, deadline, model)
-        # No caller deadline: --upstream-timeout bounds the whole attempt, not only each read,
-        # so an upstream that dribbles its body cannot hold the call forever.
-        limit = self.config.upstream_timeout
+        # The caller's deadline bounds the attempt (grpc ends the call then). Without one,
+        # --upstream-timeout bounds the whole attempt, not only each read, so an upstream that
+        # dribbles its body cannot hold the call forever.
+        limit = None if deadline is not None else self.config.upstream_timeout
         try:
             async with asyncio.timeout(limit):
-                return await self._exchange_once(method, path, content, headers, None, model)
+                response = await self._send(method, path, content, headers, deadline, stream=False)
+                try:
+                    body = await self._read_body(response, deadline)
+                    if response.status_code >= 300:
+                        raise self._http_error(response, body, model)
+                    return Reply(self._decode_object(response, body), response.headers)
+                finally:
+                    await response.aclose()
         except TimeoutError:
+            if limit is None:  # not ours: only the timeout above is turned into a status
+                raise
             raise self._transport_error(
                 httpx.ReadTimeout(f"no complete answer within {limit:g} s (--upstream-timeout)"),
                 None,
             ) from None
-
-    async def _exchange_once(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: Mapping[str, str],
-        deadline: float | None,
-        model: str | None,
-    ) -> Reply:
-        response = await self._send(method, path, content, headers, deadline, stream=False)
-        try:
-            body = await self._read_body(response, deadline)
-            if response.status_code >= 300:
-                raise self._http_error(response, body, model)
-            return Reply(self._decode_object(response, body), response.headers)
-        finally:
-            await response.aclose()
 
     # ------------------------------------------------------------------ streaming
 
