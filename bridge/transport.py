@@ -404,11 +404,6 @@ class FastTransport(httpx.AsyncBaseTransport):
         idle = [conn for conns in self._idle.values() for conn in conns]
         return idle + list(self._active)
 
-    @property
-    def _pool(self) -> FastTransport:
-        """Where httpx's own transport keeps its pool: the same view, under the same name."""
-        return self
-
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = default_ssl_context()

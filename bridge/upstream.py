@@ -99,6 +99,21 @@ class Upstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def pool_stats(self) -> tuple[int, int]:
+        """(open, in use) upstream connections, so tests can see nothing is left in use.
+
+        Both transports keep a `connections` list of objects with `is_closed()`/`is_idle()`:
+        FastTransport itself, and httpcore's pool behind httpx's own transport.
+        """
+        transport = self._client._transport
+        pool: Any = transport if isinstance(transport, FastTransport) else None
+        if isinstance(transport, httpx.AsyncHTTPTransport):
+            pool = transport._pool
+        if pool is None:
+            return 0, 0
+        live = [conn for conn in pool.connections if not conn.is_closed()]
+        return len(live), sum(1 for conn in live if not conn.is_idle())
+
     # ------------------------------------------------------------------ headers
 
     def headers_for(self, metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:

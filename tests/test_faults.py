@@ -870,17 +870,6 @@ def own_connection(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-def _pool_counts(running: server.Bridge) -> tuple[int, int]:
-    """(open, in use) connections of the bridge's upstream pool.
-
-    httpx has no public view of its pool, so this reads httpcore's (public) connection list
-    through httpx's transport; a test-only look at state nothing else exposes.
-    """
-    pool = running.upstream._client._transport._pool  # type: ignore[attr-defined]
-    live = [c for c in pool.connections if not c.is_closed()]
-    return len(live), len([c for c in live if not c.is_idle()])
-
-
 async def test_many_concurrent_calls_against_a_failing_upstream(upstream: DevUpstream) -> None:
     config = bridge_config(
         upstream, max_attempts=2, max_response_bytes=50_000, upstream_timeout=30.0
@@ -929,8 +918,8 @@ async def test_many_concurrent_calls_against_a_failing_upstream(upstream: DevUps
             # upstream sees open is one the bridge's pool holds idle for reuse, and the
             # event loop is back to the tasks it had before.
             await wait_for(lambda: upstream.active_responses == 0)
-            await wait_for(lambda: _pool_counts(running)[1] == 0)
-            await wait_for(lambda: upstream.open_connections <= _pool_counts(running)[0])
+            await wait_for(lambda: running.upstream.pool_stats()[1] == 0)
+            await wait_for(lambda: upstream.open_connections <= running.upstream.pool_stats()[0])
             await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before)
             # Every call reached the upstream as planned, except that a caller's deadline may
             # run out before the bridge got to send its request (a loaded machine).

@@ -22,7 +22,7 @@ from aigateway.v1 import chat_pb2
 
 from bridge import server
 from bridge.config import ConfigError
-from bridge.devserver import DevUpstream
+from bridge.devserver import DevUpstream, SlowStream
 from bridge.transport import FastTransport
 from tests.conftest import bridge_config, stubs_for, wait_for
 
@@ -558,3 +558,27 @@ async def test_bridge_serves_on_either_transport(upstream: DevUpstream, kind: st
     finally:
         await running.stop(0)
     await wait_for(lambda: upstream.open_connections == 0)
+
+
+@pytest.mark.parametrize("http", ["fast", "httpx"])
+async def test_pool_stats_show_connections_in_use_and_idle(
+    upstream: DevUpstream, http: str
+) -> None:
+    # The second chunk comes after 30 s: the stream is surely open while it is looked at.
+    upstream.program("openai/gpt-4o-mini", SlowStream(interval=30.0))
+    running = await server.start(bridge_config(upstream, upstream_http=http))
+    try:
+        assert running.upstream.pool_stats() == (0, 0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stream = stubs_for(channel).chat.StreamChatCompletion(
+                chat_pb2.StreamChatCompletionRequest(
+                    model="openai/gpt-4o-mini",
+                    messages=[chat_pb2.ChatMessage(role="user", content_text="hi")],
+                )
+            )
+            await stream.read()  # the first chunk: the upstream response is still open
+            assert running.upstream.pool_stats() == (1, 1)
+            stream.cancel()
+        await wait_for(lambda: running.upstream.pool_stats()[1] == 0)
+    finally:
+        await running.stop(0)
