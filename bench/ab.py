@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import BIN, DESCRIPTOR, GHZ_BODY, HERE, ROOT, UNARY, cpu_seconds, process
+from run import BIN, HERE, ROOT, cpu_seconds, ghz_command, load_command, process
 
 PATCHES = {
     # Undo one change each, to see what it bought.
@@ -73,30 +73,7 @@ def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
     out: dict[str, float] = {}
     before = cpu_seconds(pid)
     ghz = subprocess.run(
-        [
-            str(BIN / "ghz"),
-            "--insecure",
-            "--protoset",
-            str(DESCRIPTOR),
-            "--call",
-            UNARY,
-            "-d",
-            json.dumps(GHZ_BODY),
-            "-m",
-            json.dumps({"authorization": "Bearer bench"}),
-            "-c",
-            "32",
-            "--cpus",
-            "1",
-            "-z",
-            f"{seconds}s",
-            "--format",
-            "json",
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        ghz_command(target, 32, seconds), capture_output=True, text=True, check=True
     )
     count = json.loads(ghz.stdout)["count"]
     out["unary_cpu_ms"] = 1000 * (cpu_seconds(pid) - before) / count
@@ -106,22 +83,7 @@ def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
     ):
         before = cpu_seconds(pid)
         result = subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "load.py"),
-                "--path",
-                "grpc",
-                "--scenario",
-                scenario,
-                "--target",
-                target,
-                "-c",
-                str(concurrency),
-                "--warmup",
-                "0.5",
-                "--seconds",
-                str(seconds),
-            ],
+            load_command("grpc", scenario, target, concurrency, 0.5, seconds),
             capture_output=True,
             text=True,
             check=True,

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from run import BIN, HERE, ROOT, process, start_bridge
+from run import BIN, HERE, ROOT, load_command, process, start_bridge
 
 LOADS = [("unary", 32), ("stream", 8), ("embed", 4)]
 OUT = HERE / "profiles"
@@ -50,22 +50,7 @@ def main() -> int:
         bridge, br = stack.enter_context(start_bridge(up, OUT / "bridge.log"))
         for scenario, concurrency in LOADS:
             client = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "load.py"),
-                    "--path",
-                    "grpc",
-                    "--scenario",
-                    scenario,
-                    "--target",
-                    br,
-                    "-c",
-                    str(concurrency),
-                    "--warmup",
-                    "1",
-                    "--seconds",
-                    "7",
-                ],
+                load_command("grpc", scenario, br, concurrency, 1, 7),
                 stdout=subprocess.DEVNULL,
                 cwd=ROOT,
             )

@@ -118,14 +118,11 @@ def start_bridge(
     )
 
 
-def load(
-    path: str,
-    scenario: str,
-    target: str,
-    concurrency: int,
-    opts: argparse.Namespace,
-) -> dict[str, Any]:
-    args = [
+def load_command(
+    path: str, scenario: str, target: str, concurrency: int, warmup: float, seconds: float
+) -> list[str]:
+    """The bench/load.py client process for one path and scenario (see its --help)."""
+    return [
         sys.executable,
         str(HERE / "load.py"),
         "--path",
@@ -137,22 +134,18 @@ def load(
         "-c",
         str(concurrency),
         "--warmup",
-        str(opts.warmup),
+        str(warmup),
         "--seconds",
-        str(opts.seconds),
+        str(seconds),
     ]
-    out = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"{path} {scenario} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def ghz(target: str, concurrency: int, opts: argparse.Namespace) -> dict[str, Any] | None:
-    exe = BIN / "ghz"
-    if not exe.exists() or not DESCRIPTOR.exists():
-        return None
+def ghz_command(
+    target: str, concurrency: int, seconds: float, *, connections: int | None = None
+) -> list[str]:
+    """ghz calling the unary chat RPC on one CPU for `seconds`, JSON report on stdout."""
     args = [
-        str(exe),
+        str(BIN / "ghz"),
         "--insecure",
         "--protoset",
         str(DESCRIPTOR),
@@ -164,16 +157,31 @@ def ghz(target: str, concurrency: int, opts: argparse.Namespace) -> dict[str, An
         json.dumps({"authorization": "Bearer bench"}),
         "-c",
         str(concurrency),
-        "--connections",
-        "1",
-        "--cpus",
-        "1",
-        "-z",
-        f"{opts.seconds + opts.warmup}s",
-        "--format",
-        "json",
-        target,
     ]
+    if connections is not None:
+        args += ["--connections", str(connections)]
+    return [*args, "--cpus", "1", "-z", f"{seconds}s", "--format", "json", target]
+
+
+def load(
+    path: str,
+    scenario: str,
+    target: str,
+    concurrency: int,
+    opts: argparse.Namespace,
+) -> dict[str, Any]:
+    args = load_command(path, scenario, target, concurrency, opts.warmup, opts.seconds)
+    out = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{path} {scenario} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def ghz(target: str, concurrency: int, opts: argparse.Namespace) -> dict[str, Any] | None:
+    exe = BIN / "ghz"
+    if not exe.exists() or not DESCRIPTOR.exists():
+        return None
+    args = ghz_command(target, concurrency, opts.seconds + opts.warmup, connections=1)
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         print(f"ghz failed: {out.stderr[-500:]}", file=sys.stderr)
