@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import grpc
 
-from bridge.config import Config
+from bridge.config import Config, is_loopback_host
 from bridge.errors import BRIDGE_DOMAIN, BridgeError
 
 TOKEN_KEY = "x-bridge-token"
@@ -52,12 +52,12 @@ def _is_local_peer(peer: str) -> bool:
     """True when the caller connected over loopback or a Unix socket (grpc peer strings)."""
     if peer.startswith("unix:"):
         return True
-    if peer.startswith("ipv4:"):
-        return peer[5:].startswith("127.")
-    if peer.startswith("ipv6:"):
-        address = unquote(peer[5:]).rpartition(":")[0].strip("[]")  # "ipv6:%5B::1%5D:5000"
-        return address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
-    return False
+    scheme, _, address = peer.partition(":")  # "ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000"
+    if scheme not in ("ipv4", "ipv6"):
+        return False
+    host = unquote(address).rpartition(":")[0].strip("[]")
+    # A dual-stack socket shows an IPv4 caller as ::ffff:a.b.c.d: judge the IPv4 address.
+    return is_loopback_host(host.removeprefix("::ffff:"))
 
 
 class Denied(Exception):

@@ -314,10 +314,6 @@ class Config:
     def extra_forwarded_metadata(self) -> frozenset[str]:
         return frozenset(k.lower() for k in _split(self.forward_metadata))
 
-    @property
-    def listens_on_loopback(self) -> bool:
-        return is_loopback_host(split_host_port(self.listen)[0])
-
     # ------------------------------------------------------------------ building
 
     @classmethod
