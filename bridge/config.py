@@ -400,7 +400,7 @@ class Config:
             "keepalive_timeout",
         ):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+                raise ConfigError(f"{flag_for(name)} must be positive")
         for name in (
             "max_concurrent_streams",
             "min_client_ping_interval",
@@ -408,7 +408,7 @@ class Config:
             "max_connection_age_grace",
         ):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+                raise ConfigError(f"{flag_for(name)} must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
@@ -457,7 +457,7 @@ class Config:
         for name in ("tls_cert", "tls_key", "tls_client_ca"):
             path = getattr(self, name)
             if path and not os.access(path, os.R_OK):
-                raise ConfigError(f"--{name.replace('_', '-')}: cannot read {path!r}")
+                raise ConfigError(f"{flag_for(name)}: cannot read {path!r}")
 
     def _validate_observability(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -580,6 +580,11 @@ def _kind(f: dataclasses.Field[Any]) -> str:
 
 def flag_of(f: dataclasses.Field[Any]) -> str:
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of the option named `name` (a Config field name)."""
+    return flag_of(Config.__dataclass_fields__[name])
 
 
 def _split(value: str) -> list[str]:
