@@ -197,8 +197,13 @@ class Upstream:
         headers: Mapping[str, str],
         deadline: float | None,
         model: str | None = None,
+        until: Literal["done", "eof"] = "done",
     ) -> EventStream:
-        return EventStream(self, path, _encode(body), headers, deadline, model)
+        """An SSE stream of JSON events. `until="done"` (chat) requires `data: [DONE]` and
+        raises UNAVAILABLE at an earlier end of body; `until="eof"` (Responses API, which
+        ends with a terminal event instead) ends the iteration quietly at the end of the
+        body, and the caller judges whether the last event was a terminal one."""
+        return EventStream(self, path, _encode(body), headers, deadline, model, until)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -403,7 +408,9 @@ class EventStream:
         headers: Mapping[str, str],
         deadline: float | None,
         model: str | None,
+        until: Literal["done", "eof"] = "done",
     ) -> None:
+        self._until = until
         self._upstream = upstream
         self._path = path
         self._content = content
@@ -471,6 +478,8 @@ class EventStream:
                 if data is None:
                     return
                 yield data
+            if self._until == "eof":
+                return
         except EventTooLarge as exc:
             raise errors.transport_error(
                 "too_large",
