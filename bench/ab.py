@@ -30,9 +30,7 @@ PATCHES = {
     "def configure(*a, **k):\n"
     "    h = _c(*a, **k); logging.getLogger('httpx').setLevel(logging.INFO); return h\n"
     "L.configure = configure\n",
-    "no-orjson": "import json, bridge.upstream as U\nU._loads = json.loads\n",
-    # httpx's own httpcore transport instead of the bridge's FastTransport (--upstream-http).
-    "httpx-transport": "import os\nos.environ['BRIDGE_UPSTREAM_HTTP'] = 'httpx'\n",
+    "no-orjson": "import json, bridge.upstream_body as U\nU.loads = json.loads\n",
     # Try: uvloop's event loop instead of asyncio's (needs `pip install uvloop`).
     "uvloop": "import uvloop\nuvloop.install()\n",
     # Try: gRPC core's optimisation hint and a larger HTTP/2 write buffer.

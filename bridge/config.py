@@ -104,12 +104,6 @@ class Config:
         "Upstream HTTP connections kept at most (pool size).",
         env="BRIDGE_MAX_CONNECTIONS",
     )
-    upstream_http: str = _opt(
-        "fast",
-        "Upstream HTTP/1.1 client: `fast` (the bridge's own asyncio transport, about half "
-        "the CPU per call) or `httpx` (httpx's default httpcore transport).",
-        env="BRIDGE_UPSTREAM_HTTP",
-    )
     max_message_bytes: int = _opt(
         64 * 1024 * 1024,
         "Largest gRPC message received or sent, in bytes (embedding batches are large).",
@@ -380,12 +374,7 @@ class Config:
 
     def validate(self) -> None:
         """Refuse configurations that cannot work or are unsafe, saying how to fix them."""
-        parts = urlsplit(self.upstream_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                "--upstream / BRIDGE_UPSTREAM_URL must be an http(s) URL, "
-                f"got {self.upstream_url!r}"
-            )
+        self._validate_upstream()
         host, _ = split_host_port(self.listen)
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
@@ -427,10 +416,6 @@ class Config:
                 "--tls-key), listen on 127.0.0.1, or pass --allow-plaintext (e.g. behind a "
                 "TLS-terminating sidecar)"
             )
-        if self.upstream_http not in ("fast", "httpx"):
-            raise ConfigError(
-                f"--upstream-http must be 'fast' or 'httpx', got {self.upstream_http!r}"
-            )
         if self.caller_credentials not in ("allow", "refuse"):
             raise ConfigError(
                 f"--caller-credentials must be 'allow' or 'refuse', got {self.caller_credentials!r}"
@@ -446,6 +431,48 @@ class Config:
             reason = unforwardable(key.lower())
             if reason:
                 raise ConfigError(f"--forward-metadata: cannot forward {key!r}: {reason}")
+
+    def _validate_upstream(self) -> None:
+        """The base URL is a plain http(s) origin and path; every configured header value
+        (the credential) is a valid HTTP header value (DESIGN.md "Credentials")."""
+        flag = "--upstream / BRIDGE_UPSTREAM_URL"
+        try:
+            parts = urlsplit(self.upstream_url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigError(f"{flag} is not a valid URL: {exc}") from None
+        # Never print a password: show the URL with its userinfo masked.
+        shown = self.upstream_url
+        if parts.password is not None:
+            shown = shown.replace(f":{parts.password}@", ":***@", 1)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{flag} must be an http(s) URL, got {shown!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ConfigError(
+                f"{flag} must not carry user:password ({shown!r}): the bridge sends its "
+                "credential as 'Authorization: Bearer' (--api-key / AI_GATEWAY_API_KEY)"
+            )
+        if parts.query or "?" in self.upstream_url:
+            raise ConfigError(
+                f"{flag} must not have a query string ({shown!r}): request paths are appended "
+                "to the base URL, so a query would end up in the middle of the path. Give the "
+                "base URL up to its /v1 (an Azure api-version goes through a proxy such as "
+                "LiteLLM, or an `extra_fields` entry where the upstream accepts it in the body)"
+            )
+        if parts.fragment or "#" in self.upstream_url:
+            raise ConfigError(f"{flag} must not have a #fragment ({shown!r})")
+        for name in ("api_key", "oidc_token"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            bad = [c for c in value if not (c == "\t" or " " <= c <= "~")]
+            if bad or value != value.strip():
+                what = f"the character U+{ord(bad[0]):04X}" if bad else "outer whitespace"
+                raise ConfigError(
+                    f"{flag_for(name)} contains {what}; the credential must be sent as an HTTP "
+                    "header value (visible ASCII only). A trailing newline often comes from "
+                    "`echo` or a secret file: strip it"
+                )
 
     def _validate_tls(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, get_args
+from urllib.parse import quote as _quote_url
 
 import grpc
 import grpc.aio
@@ -34,24 +35,22 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .retry import (
-    TransportKind,
-    get_header,
-    is_retryable_status,
-    is_retryable_transport,
-    parse_retry_after,
-)
+from .retry import get_header, parse_retry_after
 
 __all__ = [
     "BRIDGE_DOMAIN",
     "DEFAULT_RETRY_DELAY",
     "HTTP_STATUS_TO_CODE",
     "BridgeError",
+    "Redactor",
     "TransportKind",
     "code_for_http_status",
+    "error_object",
     "from_http_response",
     "from_stream_error",
     "invalid_argument",
+    "is_retryable_status",
+    "is_retryable_transport",
     "resource_exhausted",
     "transport_error",
 ]
@@ -157,6 +156,8 @@ class BridgeError(Exception):
         self.retry_after = retry_after
         self.retryable = retryable
         self.http_status = http_status
+        self.trailing: tuple[tuple[str, str], ...] = ()
+        """Upstream response headers to return as trailing metadata (DESIGN.md "Streaming")."""
 
     @property
     def error_info(self) -> error_details_pb2.ErrorInfo:
@@ -173,7 +174,8 @@ class BridgeError(Exception):
         return f"BridgeError({self.code.name}, {self.message!r}, reason={self.reason!r})"
 
     def to_status(self) -> grpc.Status:
-        """The grpc.Status to abort with: code, message and the details as google.rpc.Status."""
+        """The grpc.Status to abort with: code, message, the details as google.rpc.Status in
+        `grpc-status-details-bin`, and `trailing` (the upstream's returned headers)."""
         packed = []
         for detail in self.details:
             any_detail = any_pb2.Any()
@@ -181,7 +183,25 @@ class BridgeError(Exception):
             packed.append(any_detail)
         rich = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
         status: grpc.Status = rpc_status.to_status(rich)
+        if self.trailing:
+            return _Status(status.code, status.details, (*self.trailing, *status.trailing_metadata))
         return status
+
+    def redacted(self, redact: Callable[[str], str]) -> BridgeError:
+        """A copy with `redact` applied to every string the caller would see: the message and
+        every string field of every detail (ErrorInfo reason and metadata included)."""
+        copy = BridgeError.__new__(BridgeError)
+        copy.__dict__.update(self.__dict__)
+        copy.message = redact(self.message)
+        copy.args = (copy.message,)
+        details = []
+        for detail in self.details:
+            clone = type(detail)()
+            clone.CopyFrom(detail)
+            _redact_fields(clone, redact)
+            details.append(clone)
+        copy.details = tuple(details)
+        return copy
 
     async def abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
         """End the RPC with this status.
@@ -191,6 +211,82 @@ class BridgeError(Exception):
         """
         await context.abort_with_status(self.to_status())
         raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _redact_fields(message: Message, redact: Callable[[str], str]) -> None:
+    """Apply `redact` to every string field of `message`, recursively (maps included)."""
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            entries = {redact(str(k)): v for k, v in value.items()}
+            value.clear()
+            for key, item in entries.items():
+                if isinstance(item, str):
+                    value[key] = redact(item)
+                else:
+                    value[key].CopyFrom(item)
+                    _redact_fields(value[key], redact)
+        elif field.message_type is not None:
+            for item in value if field.is_repeated else (value,):
+                _redact_fields(item, redact)
+        elif field.type == field.TYPE_STRING:
+            if field.is_repeated:
+                value[:] = [redact(item) for item in value]
+            else:
+                setattr(message, field.name, redact(value))
+
+
+class Redactor:
+    """Cuts credentials out of text bound for a caller (DESIGN.md "Credentials").
+
+    The upstream may echo the key it was sent: in an error envelope, a stream error, `param`,
+    `code`, a malformed body, JSON-escaped in a 401 body. `secrets` (the bridge's credential
+    and the caller's own) are removed in every form they can take there: raw, JSON-escaped
+    (with and without `\\u` escapes and `\\/`), and percent-encoded. Shapes of well-known
+    keys (`Bearer ...`, `sk-...`, Vercel's `vck_...`) are masked even when not one of ours.
+    Secrets shorter than 8 characters are not cut: they would mangle ordinary words.
+    """
+
+    __slots__ = ("_forms",)
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if not secret or len(secret) < _MIN_SECRET:
+                continue
+            forms.update(
+                (
+                    secret,
+                    json.dumps(secret)[1:-1],
+                    json.dumps(secret, ensure_ascii=False)[1:-1],
+                    json.dumps(secret)[1:-1].replace("/", "\\/"),
+                    _quote_url(secret, safe=""),
+                )
+            )
+        # Longest first, so that a form containing another is cut whole.
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "[redacted]")
+        return _scrub(text)
+
+    def json(self, value: Any) -> Any:
+        """`value` (decoded JSON) with every string, keys included, redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(str(k)): self.json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json(item) for item in value]
+        return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +347,45 @@ def _from_error_object(error: Mapping[str, Any]) -> _Upstream:
     )
 
 
+def _meaningful(value: object) -> bool:
+    return value not in (None, "", 0, False, {}, [])
+
+
+def error_object(data: Mapping[str, Any], *, event: str = "message") -> Mapping[str, Any] | None:
+    """The error a JSON object reports, as an OpenAI-style error object, or None.
+
+    One place for every shape OpenAI-compatible servers use (DESIGN.md "Streaming"):
+
+    - the nested envelope `{"error": {message, type, param, code}}` (OpenAI, Vercel, vLLM,
+      llama.cpp; Anthropic-style `{"type": "error", "error": {...}}` too);
+    - `{"error": "a string"}` (Ollama, TGI, with `error_type` beside it at TGI);
+    - the flat object `{"type": "error", "code": ..., "message": ...}` (OpenAI Responses and
+      Realtime events, LiteLLM streams) and older vLLM's `{"object": "error", ...}`;
+    - anything sent as an SSE `event: error` (`event`), whatever its shape.
+
+    An error object whose fields are all empty (`{"message": "", "type": "", "param": "",
+    "code": null}`, seen from LiteLLM providers beside a complete answer) reports no error.
+    """
+    error = data.get("error")
+    if isinstance(error, Mapping):
+        if any(_meaningful(error.get(key)) for key in ("message", "type", "code")):
+            return error
+    elif isinstance(error, str) and error.strip():
+        flat: dict[str, Any] = {"message": error}
+        for key, source in (("type", "error_type"), ("type", "type"), ("code", "code")):
+            if key not in flat and _meaningful(data.get(source)) and data.get(source) != "error":
+                flat[key] = data.get(source)
+        return flat
+    if data.get("type") == "error" or data.get("object") == "error" or event == "error":
+        found = {key: data.get(key) for key in ("message", "type", "param", "code")}
+        if found["type"] == "error":
+            found["type"] = None  # the event's kind, not the error's
+        if not any(_meaningful(value) for value in found.values()):
+            found["message"] = _text(dict(data)) if data else None
+        return found
+    return None
+
+
 def _loc_field(loc: object) -> str:
     """FastAPI's `loc` as a dotted field path, without the leading "body" location marker
     (the caller knows no HTTP body; `messages.0.content` names its own request field)."""
@@ -274,11 +409,9 @@ def _parse_body(body: bytes) -> _Upstream:
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]  # some gateways (Google's OpenAI endpoint) wrap the envelope in a list
     if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
+        error = error_object(data)
+        if error is not None and not isinstance(data.get("error"), str):
             return _from_error_object(error)
-        if data.get("object") == "error" and ("message" in data or "type" in data):
-            return _from_error_object(data)  # older vLLM: the envelope's fields at top level
         detail = data.get("detail")
         if isinstance(detail, list):
             violations = tuple(
@@ -302,6 +435,8 @@ def _parse_body(body: bytes) -> _Upstream:
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [redacted]"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "sk-[redacted]"),
+    # Vercel AI Gateway API keys.
+    (re.compile(r"\bvck_[A-Za-z0-9_-]{16,}"), "vck_[redacted]"),
 )
 
 
@@ -427,6 +562,8 @@ class HttpRule:
     """How one HTTP status becomes a gRPC status."""
 
     code: grpc.StatusCode
+    retryable: bool
+    """Whether the bridge tries again (DESIGN.md "Retries"); `x-should-retry` overrides it."""
     retry_info: RetryInfoRule = RetryInfoRule.NEVER
     reason: str | None = None
     """A fixed ErrorInfo reason that replaces the envelope's (413's REQUEST_TOO_LARGE)."""
@@ -475,30 +612,34 @@ def _model_extras(case: _Case) -> list[Message]:
 
 
 _Code = grpc.StatusCode
-_register(400, 422, rule=HttpRule(_Code.INVALID_ARGUMENT, extras=_bad_request_extras))
-_register(401, rule=HttpRule(_Code.UNAUTHENTICATED))
-_register(403, rule=HttpRule(_Code.PERMISSION_DENIED))
-_register(404, rule=HttpRule(_Code.NOT_FOUND, extras=_model_extras))
-_register(408, rule=HttpRule(_Code.UNAVAILABLE, retry_info=RetryInfoRule.ALWAYS))
-_register(409, rule=HttpRule(_Code.ABORTED))
-_register(413, rule=HttpRule(_Code.RESOURCE_EXHAUSTED, reason="REQUEST_TOO_LARGE"))
-# insufficient_quota drops the RetryInfo: see from_http_response.
+_NO, _YES = False, True
+_register(400, 422, rule=HttpRule(_Code.INVALID_ARGUMENT, _NO, extras=_bad_request_extras))
+_register(401, rule=HttpRule(_Code.UNAUTHENTICATED, _NO))
+_register(403, rule=HttpRule(_Code.PERMISSION_DENIED, _NO))
+_register(404, rule=HttpRule(_Code.NOT_FOUND, _NO, extras=_model_extras))
+_register(408, rule=HttpRule(_Code.UNAVAILABLE, _YES, retry_info=RetryInfoRule.ALWAYS))
+_register(409, rule=HttpRule(_Code.ABORTED, _YES))
+_register(413, rule=HttpRule(_Code.RESOURCE_EXHAUSTED, _NO, reason="REQUEST_TOO_LARGE"))
+# insufficient_quota drops the RetryInfo and the retry: see from_http_response.
 _register(
     429,
     rule=HttpRule(
-        _Code.RESOURCE_EXHAUSTED, retry_info=RetryInfoRule.WHEN_GIVEN, extras=_quota_extras
+        _Code.RESOURCE_EXHAUSTED, _YES, retry_info=RetryInfoRule.WHEN_GIVEN, extras=_quota_extras
     ),
 )
-_register(499, rule=HttpRule(_Code.CANCELLED))
-_register(500, rule=HttpRule(_Code.INTERNAL))
-_register(501, rule=HttpRule(_Code.UNIMPLEMENTED))
-_register(502, 503, 529, rule=HttpRule(_Code.UNAVAILABLE, retry_info=RetryInfoRule.WHEN_GIVEN))
-_register(504, rule=HttpRule(_Code.DEADLINE_EXCEEDED))
+_register(499, rule=HttpRule(_Code.CANCELLED, _NO))
+_register(500, rule=HttpRule(_Code.INTERNAL, _YES))
+_register(501, rule=HttpRule(_Code.UNIMPLEMENTED, _YES))
+_register(
+    502, 503, 529, rule=HttpRule(_Code.UNAVAILABLE, _YES, retry_info=RetryInfoRule.WHEN_GIVEN)
+)
+_register(504, rule=HttpRule(_Code.DEADLINE_EXCEEDED, _YES))
 
-_OTHER_4XX = HttpRule(_Code.INVALID_ARGUMENT, extras=_bad_request_extras)
-_OTHER = HttpRule(_Code.INTERNAL)
-"""Other 5xx, and statuses that should never reach here as errors (1xx-3xx): the upstream
-broke the protocol, which is its fault, not the caller's."""
+_OTHER_4XX = HttpRule(_Code.INVALID_ARGUMENT, _NO, extras=_bad_request_extras)
+_OTHER_5XX = HttpRule(_Code.INTERNAL, _YES)
+_OTHER = HttpRule(_Code.INTERNAL, _NO)
+"""Statuses that should never reach here as errors (1xx-3xx): the upstream broke the
+protocol, which is its fault, not the caller's."""
 
 HTTP_STATUS_TO_CODE: Mapping[int, grpc.StatusCode] = MappingProxyType(
     {status: rule.code for status, rule in sorted(_HTTP_RULES.items())}
@@ -510,12 +651,34 @@ def _rule_for(status: int) -> HttpRule:
     rule = _HTTP_RULES.get(status)
     if rule is not None:
         return rule
-    return _OTHER_4XX if 400 <= status < 500 else _OTHER
+    if 400 <= status < 500:
+        return _OTHER_4XX
+    return _OTHER_5XX if status >= 500 else _OTHER
 
 
 def code_for_http_status(status: int) -> grpc.StatusCode:
     """The gRPC code an upstream HTTP error status maps to."""
     return _rule_for(status).code
+
+
+def is_retryable_status(status: int, headers: Mapping[str, str], error_code: str | None) -> bool:
+    """Whether an HTTP error response is worth another attempt (DESIGN.md "Retries").
+
+    The upstream's `x-should-retry: true|false` decides first: it knows better than any table
+    (OpenAI and the Vercel gateway send it). Then the table's column decides, except that a 429
+    whose `error_code` is `insufficient_quota` is never retried: the account is out of credit
+    and waiting will not refill it.
+    """
+    should_retry = get_header(headers, "x-should-retry")
+    if should_retry is not None:
+        verdict = should_retry.strip().lower()
+        if verdict == "true":
+            return True
+        if verdict == "false":
+            return False
+    if status == 429 and error_code == "insufficient_quota":
+        return False
+    return _rule_for(status).retryable
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,20 +692,19 @@ def from_http_response(
     *,
     domain: str,
     model: str | None = None,
-    secrets: Iterable[str] = (),
+    redact: Callable[[str], str] | None = None,
 ) -> BridgeError:
     """Translate an upstream HTTP error response.
 
     `domain` is the upstream host (ErrorInfo.domain); `model` is the model the request named,
     so a 404 about it can say so in a ResourceInfo. Headers may be any mapping; names are
     matched case-insensitively. The body may be anything: an OpenAI envelope, a FastAPI 422, a
-    proxy's HTML page, nothing at all; the status decides the code either way. `secrets` (the
-    credential the request carried) are cut out of the body before anything is quoted, in
-    case the upstream echoes them: patterns catch the usual key shapes, this catches the rest.
+    proxy's HTML page, nothing at all; the status decides the code either way. `redact` (a
+    `Redactor` of the credentials the request carried) is applied to the body before anything
+    is read from it, in case the upstream echoes them (the boundary redacts the result too).
     """
-    for secret in secrets:
-        if len(secret) >= _MIN_SECRET:
-            body = body.replace(secret.encode(), b"[redacted]")
+    if redact is not None:
+        body = redact(body.decode("utf-8", errors="replace")).encode()
     rule = _rule_for(status)
     upstream = _parse_body(body)
     reason = rule.reason or _upper_snake(upstream.label()) or f"HTTP_{status}"
@@ -601,32 +763,20 @@ class _StreamCategory:
     equivalent_status: int
     """The HTTP status the same failure would have had, for the retry rules."""
     markers: tuple[str, ...]
-    statuses: frozenset[int]
 
 
 _STREAM_CATEGORIES = (  # first match wins: "invalid_api_key" is about authentication
     _StreamCategory(
-        _Code.UNAUTHENTICATED,
-        401,
-        ("authentication", "unauthenticated", "unauthorized", "api_key"),
-        frozenset({401}),
+        _Code.UNAUTHENTICATED, 401, ("authentication", "unauthenticated", "unauthorized", "api_key")
     ),
-    _StreamCategory(_Code.PERMISSION_DENIED, 403, ("permission", "forbidden"), frozenset({403})),
+    _StreamCategory(_Code.PERMISSION_DENIED, 403, ("permission", "forbidden")),
+    _StreamCategory(_Code.RESOURCE_EXHAUSTED, 429, ("rate_limit", "quota", "too_many_requests")),
+    _StreamCategory(_Code.UNAVAILABLE, 529, ("overloaded", "unavailable")),
     _StreamCategory(
-        _Code.RESOURCE_EXHAUSTED,
-        429,
-        ("rate_limit", "quota", "too_many_requests"),
-        frozenset({429}),
-    ),
-    _StreamCategory(_Code.UNAVAILABLE, 529, ("overloaded", "unavailable"), frozenset({503, 529})),
-    _StreamCategory(
-        _Code.INVALID_ARGUMENT,
-        400,
-        ("invalid", "bad_request", "validation", "context_length"),
-        frozenset({400, 422}),
+        _Code.INVALID_ARGUMENT, 400, ("invalid", "bad_request", "validation", "context_length")
     ),
 )
-_STREAM_OTHER = _StreamCategory(_Code.INTERNAL, 500, (), frozenset())
+_STREAM_OTHER = _StreamCategory(_Code.INTERNAL, 500, ())
 
 
 def _stream_category(upstream: _Upstream) -> _StreamCategory:
@@ -635,111 +785,199 @@ def _stream_category(upstream: _Upstream) -> _StreamCategory:
         for token in (_upper_snake(upstream.type), _upper_snake(upstream.code))
         if token is not None
     ]
-    numeric = int(upstream.code) if upstream.code and upstream.code.isdigit() else None
     for category in _STREAM_CATEGORIES:
-        if numeric in category.statuses:
-            return category
         if any(marker in token for token in tokens for marker in category.markers):
             return category
     return _STREAM_OTHER
 
 
 def from_stream_error(
-    error: Mapping[str, Any], *, domain: str, request_id: str | None
+    error: Mapping[str, Any],
+    *,
+    domain: str,
+    request_id: str | None,
+    where: str = "in the stream",
 ) -> BridgeError:
-    """Translate the `error` object of an SSE event that arrived after a 200.
+    """Translate an error object that arrived after a 200 (see `error_object` for the shapes).
 
-    There is no HTTP status to go by, so the code comes from the object's `type` / `code`
-    (a numeric code is read as the HTTP status it names). `retryable` is what the equivalent
-    HTTP error would get; the retry loop only acts on it before the first message went out.
+    There is no HTTP status to go by. A numeric `code` from 400 to 599 is read as the HTTP
+    status it names and mapped by the HTTP table (`{"error": {"code": 502}}` is UNAVAILABLE);
+    otherwise the code comes from the object's `type` / `code` words (DESIGN.md's last row).
+    `where` says where the error was found ("in the stream", "in a 200 response").
+    `retryable` is what the equivalent HTTP error would get, for the record: the upstream
+    answered 200, so the retry loop never sends the request again.
     """
     upstream = _from_error_object(error)
-    category = _stream_category(upstream)
-    reason = _upper_snake(upstream.label()) or "UPSTREAM_STREAM_ERROR"
+    numeric = _http_status_code(upstream.code)
+    if numeric is not None:
+        rule = _rule_for(numeric)
+        code, equivalent = rule.code, numeric
+    else:
+        category = _stream_category(upstream)
+        code, equivalent = category.code, category.equivalent_status
+    label = upstream.label()
+    reason = _upper_snake(label) or (
+        f"HTTP_{numeric}" if numeric is not None else "UPSTREAM_STREAM_ERROR"
+    )
     extras: list[Message] = []
-    if category.code is _Code.INVALID_ARGUMENT:
+    if code is _Code.INVALID_ARGUMENT:
         extras = _bad_request(upstream)
-    elif category.code is _Code.RESOURCE_EXHAUSTED:
+    elif code is _Code.RESOURCE_EXHAUSTED:
         extras = _quota_failure(upstream, reason)
-    head = "upstream reported an error in the stream"
+    head = f"upstream reported an error {where}"
     if upstream.message:
         message = f"{head}: {_quote(upstream.message)}"
     else:
-        label = upstream.label()
         message = f"{head} ({label})" if label else f"{head} without a message"
     code_hint = "insufficient_quota" if upstream.quota_exhausted() else upstream.code
     return BridgeError(
-        category.code,
+        code,
         message,
         reason=reason,
         domain=domain,
         metadata=_metadata(upstream, None),
         request_id=request_id,
         extra_details=extras,
-        retryable=is_retryable_status(category.equivalent_status, {}, code_hint),
+        retryable=is_retryable_status(equivalent, {}, code_hint),
     )
 
 
-_TRANSPORT: Mapping[TransportKind, tuple[grpc.StatusCode, str, str]] = MappingProxyType(
+def _http_status_code(code: str | None) -> int | None:
+    """A numeric error `code` that names an HTTP error status (400-599), else None."""
+    if code is None or not code.isdigit() or len(code) != 3:
+        return None
+    status = int(code)
+    return status if 400 <= status <= 599 else None
+
+
+TransportKind = Literal[
+    "connect",
+    "certificate",
+    "pool_exhausted",
+    "read_timeout",
+    "reset",
+    "body_cut",
+    "stream_cut",
+    "deadline",
+    "protocol",
+    "too_large",
+    "redirect",
+    "malformed",
+]
+"""Failures that leave no usable HTTP error response (see `transport_error`)."""
+
+
+@dataclass(frozen=True)
+class TransportRule:
+    """How one transport failure becomes a gRPC status, and whether it is retried."""
+
+    code: grpc.StatusCode
+    reason: str
+    summary: str
+    """The status message; `{}` is the upstream host."""
+    retryable: bool
+
+
+_TRANSPORT: Mapping[TransportKind, TransportRule] = MappingProxyType(
     {
-        "connect": (_Code.UNAVAILABLE, "UPSTREAM_UNREACHABLE", "could not connect to upstream {}"),
-        "reset": (
+        # The request never reached the upstream, or it never answered: trying again is the
+        # documented remedy ("retry connect errors, timeouts").
+        "connect": TransportRule(
+            _Code.UNAVAILABLE, "UPSTREAM_UNREACHABLE", "could not connect to upstream {}", _YES
+        ),
+        # A connect error that cannot fix itself (DESIGN.md: "not a failed certificate
+        # verification"): said once, with the reason, instead of three attempts.
+        "certificate": TransportRule(
+            _Code.UNAVAILABLE,
+            "UPSTREAM_CERTIFICATE_UNTRUSTED",
+            "the TLS certificate of upstream {} failed verification (check the upstream URL, "
+            "or SSL_CERT_FILE / SSL_CERT_DIR for a private CA); not retried",
+            _NO,
+        ),
+        # Every pooled connection is busy until the caller's deadline (or --connect-timeout):
+        # more attempts would only queue again behind the same calls.
+        "pool_exhausted": TransportRule(
+            _Code.UNAVAILABLE,
+            "UPSTREAM_POOL_EXHAUSTED",
+            "every connection to upstream {} stayed busy (the pool holds --max-connections); "
+            "retry later, or raise --max-connections",
+            _NO,
+        ),
+        "reset": TransportRule(
             _Code.UNAVAILABLE,
             "UPSTREAM_CONNECTION_RESET",
             "upstream {} closed the connection before responding",
+            _YES,
         ),
-        "protocol": (
+        "protocol": TransportRule(
             _Code.UNAVAILABLE,
             "UPSTREAM_PROTOCOL_ERROR",
             "upstream {} broke the HTTP protocol",
+            _YES,
         ),
-        "body_cut": (
+        # The connection dropped after a 200 began: the upstream may have billed the request,
+        # so it is never sent again (DESIGN.md "Retries").
+        "body_cut": TransportRule(
             _Code.UNAVAILABLE,
             "UPSTREAM_RESPONSE_INCOMPLETE",
             "upstream {} closed the connection before the response was complete",
+            _NO,
         ),
-        "stream_cut": (
+        "stream_cut": TransportRule(
             _Code.UNAVAILABLE,
             "STREAM_INCOMPLETE",
             "upstream {} ended the stream before [DONE]; the response is incomplete",
+            _NO,
         ),
-        "read_timeout": (
+        "read_timeout": TransportRule(
             _Code.DEADLINE_EXCEEDED,
             "UPSTREAM_TIMEOUT",
             "upstream {} did not answer within the read timeout",
+            _YES,
         ),
-        "deadline": (
+        # The caller's time is spent; there is nothing left to retry into.
+        "deadline": TransportRule(
             _Code.DEADLINE_EXCEEDED,
             "DEADLINE_EXCEEDED",
             "the call's deadline ran out before upstream {} finished",
+            _NO,
         ),
         # The upstream's fault, not the caller's: INTERNAL, not UNAVAILABLE. Clients retry
         # UNAVAILABLE automatically, and a 200 with garbage was already done (and billed) by the
         # upstream; the same request would get the same garbage.
-        "malformed": (
+        "malformed": TransportRule(
             _Code.INTERNAL,
             "MALFORMED_RESPONSE",
             "upstream {} sent a response the bridge cannot read",
+            _NO,
         ),
-        "too_large": (
+        "too_large": TransportRule(
             _Code.RESOURCE_EXHAUSTED,
             "RESPONSE_TOO_LARGE",
             "upstream {} sent a response larger than the bridge accepts",
+            _NO,
         ),
         # INTERNAL, not FAILED_PRECONDITION: FAILED_PRECONDITION tells the *caller* to fix
         # state before retrying, but the caller can do nothing here; the bridge's configured
         # upstream URL is wrong (moved, http→https), which only its operator can fix.
-        "redirect": (
+        "redirect": TransportRule(
             _Code.INTERNAL,
             "UPSTREAM_REDIRECT",
             "upstream {} answered with a redirect, which the bridge never follows so that"
             " credentials stay with the configured upstream (check the upstream URL)",
+            _NO,
         ),
     }
 )
+"""Transport failures: code, reason, message and retryability; the one place that decides."""
 
 if set(_TRANSPORT) != set(get_args(TransportKind)):  # pragma: no cover - import guard
     raise RuntimeError("_TRANSPORT must cover every TransportKind exactly")
+
+
+def is_retryable_transport(kind: TransportKind) -> bool:
+    """Whether a transport failure is worth another attempt (the table's column)."""
+    return _TRANSPORT[kind].retryable
 
 
 def transport_error(
@@ -753,10 +991,11 @@ def transport_error(
 
     `detail` is appended to the message (e.g. `str(exc)` of the httpx exception, or for a
     redirect the target origin, without its path or query, which may carry signed tokens).
-    Whether it is retryable is decided by `bridge.retry.TRANSPORT_RETRYABLE`.
+    Whether it is retryable is the table's column (`TransportRule.retryable`).
     """
-    code, reason, summary = _TRANSPORT[kind]
-    message = summary.format(domain)
+    rule = _TRANSPORT[kind]
+    code, reason = rule.code, rule.reason
+    message = rule.summary.format(domain)
     detail = " ".join(_scrub(detail).split())
     if detail:
         message += f": {_clip(detail, _QUOTE_LIMIT)}"
@@ -766,7 +1005,7 @@ def transport_error(
         reason=reason,
         domain=domain,
         request_id=request_id,
-        retryable=is_retryable_transport(kind),
+        retryable=rule.retryable,
     )
 
 

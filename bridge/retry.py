@@ -1,10 +1,12 @@
-"""The bridge's retry rules and their constants, in one module.
+"""How long to wait between upstream attempts, and how many to make.
 
-DESIGN.md ("Retries") fixes what is retried and how long to wait; this module is the only place
-that encodes it. `bridge.errors` asks it whether a failure is retryable and how long the upstream
-asked us to wait, so the retry loop itself only reads `BridgeError.retryable` and
-`BridgeError.retry_after` and calls `RetryPolicy.backoff`. Whether an attempt or a sleep still
-fits inside the caller's deadline is the loop's job: only it knows the deadline.
+DESIGN.md ("Retries") fixes the rules. *Whether* a failure is retried is a column of the one
+failure table in `bridge.errors` (each HTTP status, transport failure and in-stream error has
+its code, reason and retryability there); this module holds the *timing*: the attempt count,
+jittered exponential backoff, and the delay an upstream asks for (`retry-after-ms`,
+`retry-after` as seconds or an HTTP date, RFC 9110 section 10.2.3). The one retry loop, in
+`bridge.upstream`, reads `BridgeError.retryable` and `BridgeError.retry_after`, calls
+`RetryPolicy.backoff`, and checks that the next attempt fits inside the caller's deadline.
 """
 
 from __future__ import annotations
@@ -16,66 +18,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from types import MappingProxyType
-from typing import Literal, get_args
 
 __all__ = [
     "DEFAULT_POLICY",
-    "TRANSPORT_RETRYABLE",
     "RetryPolicy",
-    "TransportKind",
     "get_header",
-    "is_retryable_status",
-    "is_retryable_transport",
     "parse_retry_after",
 ]
-
-TransportKind = Literal[
-    "connect",
-    "read_timeout",
-    "reset",
-    "body_cut",
-    "stream_cut",
-    "deadline",
-    "protocol",
-    "too_large",
-    "redirect",
-    "malformed",
-]
-"""Failures that leave no usable HTTP error response (see `bridge.errors.transport_error`)."""
-
-TRANSPORT_RETRYABLE: Mapping[TransportKind, bool] = MappingProxyType(
-    {
-        # The request never reached the upstream, or it never answered: trying again is the
-        # documented remedy ("retry connect errors, timeouts").
-        "connect": True,
-        "read_timeout": True,
-        "reset": True,
-        "protocol": True,
-        # The connection dropped after the response began. Before the first message reached
-        # the caller this is a reset by another name; after it, the retry loop never retries
-        # (DESIGN.md: "only before the first response message reaches the caller").
-        "body_cut": True,
-        "stream_cut": True,
-        # The caller's time is spent; there is nothing left to retry into.
-        "deadline": False,
-        # The upstream answered (and may have billed the request); the same request would get
-        # the same answer, so a retry only costs money.
-        "too_large": False,
-        "malformed": False,
-        # A configuration problem (wrong upstream URL) that no retry can fix.
-        "redirect": False,
-    }
-)
-"""Whether each transport failure is worth another attempt; the one place that decides it."""
-
-if set(TRANSPORT_RETRYABLE) != set(get_args(TransportKind)):  # pragma: no cover - import guard
-    raise RuntimeError("TRANSPORT_RETRYABLE must cover every TransportKind exactly")
-
-_NEVER_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
-"""Statuses DESIGN.md names as never retried; `x-should-retry` is still consulted first."""
-
-_ALWAYS_RETRIED_4XX = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True)
@@ -192,33 +141,3 @@ def _parse_number(value: str | None) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
-
-
-def is_retryable_status(status: int, headers: Mapping[str, str], error_code: str | None) -> bool:
-    """Whether an HTTP error response is worth another attempt.
-
-    The upstream's `x-should-retry: true|false` decides first: it knows better than any table
-    (OpenAI and the Vercel gateway send it). Then 408, 409, 429 and every 5xx are retried,
-    except a 429 whose `error_code` is `insufficient_quota`: the account is out of credit and
-    waiting will not refill it. Every other status (400, 401, 403, 404, 413, 422, ...) describes
-    the request itself, which would fail the same way again.
-    """
-    should_retry = get_header(headers, "x-should-retry")
-    if should_retry is not None:
-        verdict = should_retry.strip().lower()
-        if verdict == "true":
-            return True
-        if verdict == "false":
-            return False
-    if status in _NEVER_RETRIED:
-        return False
-    if status == 429:
-        return error_code != "insufficient_quota"
-    if status in _ALWAYS_RETRIED_4XX:
-        return True
-    return status >= 500
-
-
-def is_retryable_transport(kind: TransportKind) -> bool:
-    """Whether a transport failure is worth another attempt (see `TRANSPORT_RETRYABLE`)."""
-    return TRANSPORT_RETRYABLE[kind]

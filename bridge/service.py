@@ -26,22 +26,10 @@ from google.protobuf.message import Message
 from bridge import errors, validate
 from bridge.errors import BridgeError
 from bridge.translate import TranslationError, from_json, request_body
-from bridge.upstream import Upstream
+from bridge.upstream import Upstream, returned_metadata
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
-
-RETURNED_HEADERS = (
-    "x-request-id",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-reset-tokens",
-    "openai-processing-ms",
-)
-"""Upstream response headers returned to the caller as initial metadata."""
 
 
 def deadline_of(context: Context) -> float | None:
@@ -50,12 +38,6 @@ def deadline_of(context: Context) -> float | None:
     if remaining is None:
         return None
     return asyncio.get_running_loop().time() + remaining
-
-
-def _response_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], ...]:
-    if headers is None:
-        return ()
-    return tuple((k, headers[k]) for k in RETURNED_HEADERS if k in headers)
 
 
 class _Base:
@@ -85,7 +67,7 @@ class _Base:
             result, headers = await call()
         except BridgeError as error:
             await error.abort(context)
-        await context.send_initial_metadata(_response_metadata(headers))
+        await context.send_initial_metadata(returned_metadata(headers))
         return result
 
 
@@ -148,25 +130,24 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
             self.check_size(request)
             validate.chat(request)
             body = request_body(request)  # "stream": true
-            stream = self.upstream.stream(
+            first = True
+            rid: str | None = None
+            async with self.upstream.stream(
                 "/chat/completions",
                 body,
                 headers=self.headers(context),
                 deadline=deadline_of(context),
                 model=request.model,
-            )
-            first = True
-            rid: str | None = None
-            async with stream:
+            ) as stream:
                 async for data in stream:
-                    if first and stream.response_headers is not None:
+                    if first:
                         # Once per stream: a header lookup per chunk is measurable.
                         rid = stream.response_headers.get("x-request-id")
                     chunk = self.parse(chat_pb2.StreamChatCompletionResponse, data, rid)
                     if first:
                         first = False
                         await context.send_initial_metadata(
-                            _response_metadata(stream.response_headers)
+                            returned_metadata(stream.response_headers)
                         )
                     yield chunk
         except BridgeError as error:

@@ -1,9 +1,21 @@
-"""The upstream HTTP side: one pooled httpx.AsyncClient, credentials, retries, SSE streams.
+"""The upstream boundary: requests out, answers or `BridgeError`s back, in one place.
 
-Every httpx exception and every non-2xx answer is turned into a `BridgeError` here, at
-this one boundary, so the servicers only ever see the package's own error type. Retries
-follow DESIGN.md and happen only before the first result reaches the caller; the caller's
-deadline bounds every attempt and every backoff sleep.
+Everything foreign that can happen while talking to the upstream (an HTTP error status, an
+error object in a 200, a transport exception, a timeout, an echoed credential) becomes a
+`BridgeError` here, by the one failure table in `bridge.errors`, so the servicers only ever
+see the package's own error type. The pieces:
+
+- `headers_for`: the upstream request headers of a call, each value validated where it is
+  built (DESIGN.md "Credentials": no control characters, whatever the source).
+- `_open`: the one retry loop, around opening a request. It returns a 2xx response whose
+  body is unread; anything else is read, mapped and retried or raised. A request the
+  upstream answered with 2xx is never sent again (it may have been billed).
+- `request_json`: a unary exchange (open, read the body within the limits, decode).
+- `stream`: opens an SSE stream and hands it to `bridge.event_stream.EventStream`, which only
+  decodes what the open response sends (as openai-python's `AsyncStream` does).
+
+Every error leaving this module has passed through a `Redactor` of the credentials the call
+carried, and carries the upstream's returned headers as trailing metadata.
 """
 
 from __future__ import annotations
@@ -13,21 +25,21 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import re
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
-import orjson
 
-from bridge import errors
+from bridge import errors, upstream_http
 from bridge.config import Config
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, Redactor
+from bridge.event_stream import EventStream
 from bridge.observe import UpstreamHooks
 from bridge.retry import RetryPolicy
-from bridge.sse import EventTooLarge, SSEDecoder
-from bridge.transport import FastTransport
+from bridge.upstream_body import decode_object
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +59,48 @@ FORWARDED_METADATA = frozenset(
 )
 """Caller metadata keys sent on as upstream request headers (besides `authorization`)."""
 
-T = TypeVar("T")
+RETURNED_HEADERS = frozenset(
+    {"x-request-id", "openai-processing-ms", "retry-after", "retry-after-ms", "x-should-retry"}
+)
+"""Upstream response headers returned to the caller (with every `x-ratelimit-*`)."""
+
+_RETURNED_PREFIX = "x-ratelimit-"
+_RETURNED_VALUE_LIMIT = 512
+"""Longest returned header value, in characters: a longer one is dropped, not cut. Trailing
+metadata shares grpc's 8 KiB default limit with the status and its details."""
+
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+"""A header value the bridge sends: visible ASCII, space and tab (RFC 9110 section 5.5,
+without obs-text). CR, LF and NUL would let a value start a new header or request."""
+
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+"""A value that is valid ASCII gRPC metadata (printable ASCII, gRPC's PROTOCOL-HTTP2)."""
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why `value` cannot be an HTTP header value, or None when it can."""
+    if _HEADER_VALUE.fullmatch(value):
+        return None
+    bad = next(c for c in value if not _HEADER_VALUE.fullmatch(c))
+    kind = "a control character" if ord(bad) < 0x20 or ord(bad) == 0x7F else "a non-ASCII character"
+    return f"contains {kind} (U+{ord(bad):04X}); only visible ASCII, space and tab are allowed"
+
+
+def returned_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], ...]:
+    """The upstream headers a caller gets back, as gRPC metadata pairs.
+
+    `x-request-id`, `openai-processing-ms`, `retry-after(-ms)`, `x-should-retry` and every
+    `x-ratelimit-*`. A value that is not valid gRPC metadata (non-ASCII, control characters)
+    or longer than 512 characters is dropped: never a failed call (DESIGN.md "Streaming").
+    """
+    if headers is None:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for key, value in headers.multi_items():
+        returned = key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX)
+        if returned and len(value) <= _RETURNED_VALUE_LIMIT and _METADATA_VALUE.fullmatch(value):
+            pairs.append((key, value))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +114,7 @@ class Reply:
 class Upstream:
     """The one HTTP client of the process, with the rules for talking to the upstream."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
         self.config = config
         # Set by bridge.observe: told about every attempt (metrics, spans, access log).
         self.hooks: UpstreamHooks | None = None
@@ -81,18 +128,10 @@ class Upstream:
             max_backoff=config.max_backoff,
         )
         self._rng = rng or random.Random()
-        if transport is None and config.upstream_http == "fast":
-            transport = FastTransport(max_connections=config.max_connections)
-        self._client = httpx.AsyncClient(
+        self._permits = asyncio.Semaphore(config.max_connections)
+        self._client = upstream_http.make_client(
             base_url=self.base_url,
-            transport=transport,
-            # Credentials must reach only the configured origin: never follow redirects.
-            follow_redirects=False,
-            timeout=httpx.Timeout(config.upstream_timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
+            max_connections=config.max_connections,
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
         )
 
@@ -100,33 +139,36 @@ class Upstream:
         await self._client.aclose()
 
     def pool_stats(self) -> tuple[int, int]:
-        """(open, in use) upstream connections, so tests can see nothing is left in use.
-
-        Both transports keep a `connections` list of objects with `is_closed()`/`is_idle()`:
-        FastTransport itself, and httpcore's pool behind httpx's own transport.
-        """
-        transport = self._client._transport
-        pool: Any = transport if isinstance(transport, FastTransport) else None
-        if isinstance(transport, httpx.AsyncHTTPTransport):
-            pool = transport._pool
-        if pool is None:
-            return 0, 0
-        live = [conn for conn in pool.connections if not conn.is_closed()]
-        return len(live), sum(1 for conn in live if not conn.is_idle())
+        """(open, in use) upstream connections, so tests can see nothing is left in use."""
+        return upstream_http.pool_stats(self._client)
 
     # ------------------------------------------------------------------ headers
 
     def headers_for(self, metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
-        """Upstream headers for a call: the caller's own credential or the bridge's."""
+        """Upstream headers for a call: the allow-listed caller metadata, and the caller's
+        own credential or else the bridge's.
+
+        Raises INVALID_ARGUMENT naming the key when a forwarded value could not be a header
+        value (CR, LF, NUL, other controls, non-ASCII): it would otherwise let the caller
+        write headers or a second request of its own (request smuggling).
+        """
         headers: dict[str, str] = {}
         for key, value in metadata:
-            if isinstance(value, bytes):
-                continue
             if key == "authorization" or key in self.forwarded:
+                if isinstance(value, bytes):
+                    continue  # -bin keys are never on the allowlist
+                problem = header_value_problem(value)
+                if problem is not None:
+                    raise errors.invalid_argument(f"metadata '{key}'", problem)
                 headers[key] = value
         if "authorization" not in headers and self.config.credential:
             headers["authorization"] = f"Bearer {self.config.credential}"
         return headers
+
+    def redactor(self, headers: Mapping[str, str]) -> Redactor:
+        """Redacts the bridge's credential and the one this call carries."""
+        carried = headers.get("authorization", "")
+        return Redactor((self.config.credential, carried, carried.partition(" ")[2].strip()))
 
     # ------------------------------------------------------------------ unary
 
@@ -138,9 +180,7 @@ class Upstream:
         deadline: float | None,
         model: str | None = None,
     ) -> Reply:
-        return await self._retrying(
-            lambda: self._exchange("GET", path, None, headers, deadline, model), deadline
-        )
+        return await self.request_json("GET", path, None, headers, deadline, model)
 
     async def post_json(
         self,
@@ -151,12 +191,9 @@ class Upstream:
         deadline: float | None,
         model: str | None = None,
     ) -> Reply:
-        content = _encode(body)
-        return await self._retrying(
-            lambda: self._exchange("POST", path, content, headers, deadline, model), deadline
-        )
+        return await self.request_json("POST", path, _encode(body), headers, deadline, model)
 
-    async def _exchange(
+    async def request_json(
         self,
         method: str,
         path: str,
@@ -165,31 +202,28 @@ class Upstream:
         deadline: float | None,
         model: str | None,
     ) -> Reply:
-        # The caller's deadline bounds the attempt (grpc ends the call then). Without one,
-        # --upstream-timeout bounds the whole attempt, not only each read, so an upstream that
-        # dribbles its body cannot hold the call forever.
-        limit = None if deadline is not None else self.config.upstream_timeout
+        """One unary exchange: a JSON object back, or a `BridgeError`.
+
+        Without a caller deadline, --upstream-timeout bounds the head and, separately, the
+        whole body, so an upstream that dribbles cannot hold the call forever.
+        """
+        redact = self.redactor(headers)
+        response: httpx.Response | None = None
         try:
-            async with asyncio.timeout(limit):
-                response = await self._send(method, path, content, headers, deadline, stream=False)
-                try:
-                    body = await self._read_body(response, deadline)
-                    if response.status_code >= 300:
-                        raise self._http_error(response, body, model)
-                    return Reply(self._decode_object(response, body), response.headers)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            if limit is None:  # not ours: only the timeout above is turned into a status
-                raise
-            raise self._transport_error(
-                httpx.ReadTimeout(f"no complete answer within {limit:g} s (--upstream-timeout)"),
-                None,
-            ) from None
+            response = await self._open(method, path, content, headers, deadline, model, redact)
+            try:
+                body = await self._read_body(response, deadline)
+            finally:
+                await self.close(response)
+            data = decode_object(response, body, self.domain, redact, where="in a 200 response")
+            return Reply(data, response.headers)
+        except BridgeError as error:
+            raise self.failure(error, redact, response) from None
 
     # ------------------------------------------------------------------ streaming
 
-    def stream(
+    @contextlib.asynccontextmanager
+    async def stream(
         self,
         path: str,
         body: dict[str, Any],
@@ -198,182 +232,90 @@ class Upstream:
         deadline: float | None,
         model: str | None = None,
         until: Literal["done", "eof"] = "done",
-    ) -> EventStream:
-        """An SSE stream of JSON events. `until="done"` (chat) requires `data: [DONE]` and
-        raises UNAVAILABLE at an earlier end of body; `until="eof"` (Responses API, which
-        ends with a terminal event instead) ends the iteration quietly at the end of the
-        body, and the caller judges whether the last event was a terminal one."""
-        return EventStream(self, path, _encode(body), headers, deadline, model, until)
+    ) -> AsyncIterator[EventStream]:
+        """Open an SSE stream (retrying only while opening) and yield its `EventStream`.
 
-    # ------------------------------------------------------------------ plumbing
+        `until="done"` (chat) requires `data: [DONE]` and raises UNAVAILABLE at an earlier
+        end of body; `until="eof"` (Responses API, which ends with a terminal event instead)
+        ends the iteration quietly at the end of the body. The response is closed on exit,
+        whatever happened; every error raised inside is redacted and carries the returned
+        headers.
+        """
+        redact = self.redactor(headers)
+        response: httpx.Response | None = None
+        try:
+            response = await self._open(
+                "POST", path, _encode(body), headers, deadline, model, redact, stream=True
+            )
+            events = EventStream(self, response, deadline, redact, until)
+            try:
+                yield events
+            finally:
+                await self.close(response)
+        except BridgeError as error:
+            raise self.failure(error, redact, response) from None
 
-    def url_for_model(self, model: str) -> str:
-        """`/models/{model}` with the id literal: slashes kept, anything unsafe escaped."""
-        return "/models/" + quote(model, safe="/:@-._~!$&'()*+,;=")
+    # ------------------------------------------------------------------ the boundary
 
-    async def _send(
+    def failure(
+        self, error: BridgeError, redact: Redactor, response: httpx.Response | None
+    ) -> BridgeError:
+        """The error as it leaves the boundary: redacted, with the returned headers."""
+        error = error.redacted(redact)
+        if response is not None and not error.trailing:
+            error.trailing = returned_metadata(response.headers)
+        return error
+
+    def transport_error(
+        self,
+        exc: BaseException,
+        deadline: float | None,
+        response: httpx.Response | None = None,
+        cut: Literal["body_cut", "stream_cut"] = "body_cut",
+    ) -> BridgeError:
+        """Map a foreign exception by `upstream_http.classify` and the failure table."""
+        kind = upstream_http.classify(exc, responded=response is not None, cut=cut)
+        if kind in ("read_timeout", "connect") and _spent(deadline):
+            kind = "deadline"
+        detail = str(exc) or type(exc).__name__
+        if kind == "certificate":
+            reason = next(
+                (getattr(e, "verify_message", None) for e in upstream_http._chain(exc)), None
+            )
+            detail = reason or detail
+        error = errors.transport_error(
+            kind,
+            domain=self.domain,
+            detail=detail,
+            request_id=response.headers.get("x-request-id") if response is not None else None,
+        )
+        if response is not None:
+            error.trailing = returned_metadata(response.headers)
+        return error
+
+    async def _open(
         self,
         method: str,
         path: str,
         content: bytes | None,
         headers: Mapping[str, str],
         deadline: float | None,
+        model: str | None,
+        redact: Redactor,
         *,
-        stream: bool,
+        stream: bool = False,
     ) -> httpx.Response:
-        timeout = self._timeout(deadline)
-        request_headers = dict(headers)
-        if content is not None:
-            request_headers["content-type"] = "application/json"
-        if stream:
-            request_headers["accept"] = "text/event-stream"
-        request = self._client.build_request(
-            method,
-            self.base_url + path,
-            content=content,
-            headers=request_headers,
-            timeout=timeout,
-        )
-        if self.hooks is not None:
-            self.hooks.started(request)
-        try:
-            response = await self._client.send(request, stream=True)
-        except BaseException as exc:
-            if self.hooks is not None:
-                self.hooks.failed(request, exc)
-            if isinstance(exc, httpx.HTTPError):
-                raise self._transport_error(exc, deadline) from None
-            raise
-        if self.hooks is not None:
-            self.hooks.responded(request, response)
-        return response
-
-    def _timeout(self, deadline: float | None) -> httpx.Timeout:
-        read = self.config.upstream_timeout
-        connect = self.config.connect_timeout
-        if deadline is not None:
-            remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
-            read = min(read, remaining)
-            connect = min(connect, remaining)
-        return httpx.Timeout(read, connect=connect)
-
-    async def _read_body(self, response: httpx.Response, deadline: float | None) -> bytes:
-        limit = self.config.max_response_bytes
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise errors.transport_error(
-                "too_large",
-                domain=self.domain,
-                detail=f"it announced {declared} bytes; the limit is {limit} bytes "
-                "(--max-response-bytes)",
-                request_id=response.headers.get("x-request-id"),
-            )
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for part in response.aiter_bytes():
-                size += len(part)
-                if size > limit:
-                    raise errors.transport_error(
-                        "too_large",
-                        domain=self.domain,
-                        detail=f"the response exceeded the limit of {limit} bytes "
-                        "(--max-response-bytes)",
-                        request_id=response.headers.get("x-request-id"),
-                    )
-                parts.append(part)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, deadline, response) from None
-        return b"".join(parts)
-
-    def _decode_object(self, response: httpx.Response, body: bytes) -> dict[str, Any]:
-        content_type = response.headers.get("content-type", "")
-        request_id = response.headers.get("x-request-id")
-        if content_type and "json" not in content_type:
-            raise errors.transport_error(
-                "malformed",
-                domain=self.domain,
-                request_id=request_id,
-                detail=f"expected JSON, got content-type {content_type!r}: {_excerpt(body)}",
-            )
-        try:
-            data = _loads(body)
-        except ValueError:
-            raise errors.transport_error(
-                "malformed",
-                domain=self.domain,
-                request_id=request_id,
-                detail=f"the response body is not valid JSON: {_excerpt(body)}",
-            ) from None
-        if type(data) is not dict:
-            raise errors.transport_error(
-                "malformed",
-                domain=self.domain,
-                request_id=request_id,
-                detail=f"expected a JSON object, got {type(data).__name__}",
-            )
-        if isinstance(data.get("error"), dict):
-            raise errors.from_stream_error(data["error"], domain=self.domain, request_id=request_id)
-        return data
-
-    def _http_error(self, response: httpx.Response, body: bytes, model: str | None) -> BridgeError:
-        if 300 <= response.status_code < 400:
-            return errors.transport_error(
-                "redirect",
-                domain=self.domain,
-                request_id=response.headers.get("x-request-id"),
-                detail=f"the upstream answered {response.status_code} redirecting to "
-                f"{_origin(response.headers.get('location', ''))}",
-            )
-        # The credential this request carried (the caller's or the bridge's), never to be
-        # echoed back in the status.
-        credential = response.request.headers.get("authorization", "").partition(" ")[2]
-        return errors.from_http_response(
-            response.status_code,
-            body,
-            response.headers,
-            domain=self.domain,
-            model=model,
-            secrets=(credential.strip(),),
-        )
-
-    def _transport_error(
-        self,
-        exc: httpx.HTTPError,
-        deadline: float | None,
-        response: httpx.Response | None = None,
-        cut: Literal["body_cut", "stream_cut"] = "body_cut",
-    ) -> BridgeError:
-        """Classify an httpx failure; `cut` names a connection lost after the response began."""
-        request_id = response.headers.get("x-request-id") if response is not None else None
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            spent = deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.005
-            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) and not spent:
-                kind = "connect"
-            else:
-                kind = "deadline" if spent else "read_timeout"
-        elif isinstance(exc, httpx.ConnectError):
-            kind = "connect"
-        elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-            kind = "reset" if response is None else cut
-        else:
-            kind = "protocol"
-        return errors.transport_error(
-            kind,  # type: ignore[arg-type]
-            domain=self.domain,
-            detail=detail,
-            request_id=request_id,
-        )
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]], deadline: float | None) -> T:
-        """Run `attempt` until it succeeds, fails for good, or time or attempts run out."""
+        """The one retry loop: attempt until a 2xx response, a final failure, or time or
+        attempts run out (DESIGN.md "Retries"). No attempt or sleep starts that cannot
+        finish inside the caller's deadline."""
         loop = asyncio.get_running_loop()
         tries = 0
         while True:
             tries += 1
             try:
-                return await attempt()
+                return await self._attempt(
+                    method, path, content, headers, deadline, model, redact, stream
+                )
             except BridgeError as error:
                 if not error.retryable or tries >= self.policy.max_attempts:
                     raise
@@ -390,216 +332,181 @@ class Upstream:
                 )
                 await asyncio.sleep(delay)
 
-
-class EventStream:
-    """An upstream SSE stream that owns its HTTP response and always closes it.
-
-    Iterating yields each event's decoded JSON object as soon as it arrives. `[DONE]`
-    ends the iteration; an error object or `event: error` raises the mapped BridgeError;
-    the end of the body without `[DONE]` raises UNAVAILABLE. Retries happen only while
-    nothing has been yielded.
-    """
-
-    def __init__(
+    async def _attempt(
         self,
-        upstream: Upstream,
+        method: str,
         path: str,
-        content: bytes,
+        content: bytes | None,
         headers: Mapping[str, str],
         deadline: float | None,
         model: str | None,
-        until: Literal["done", "eof"] = "done",
-    ) -> None:
-        self._until = until
-        self._upstream = upstream
-        self._path = path
-        self._content = content
-        self._headers = headers
-        self._deadline = deadline
-        self._model = model
-        self._response: httpx.Response | None = None
-        self.response_headers: httpx.Headers | None = None
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()
-
-    async def _open(self) -> AsyncIterator[dict[str, Any]]:
-        """Open the response and pull events until the first one (the retryable part)."""
-        up = self._upstream
-        response = await up._send(
-            "POST", self._path, self._content, self._headers, self._deadline, stream=True
-        )
-        self._response = response
-        if response.status_code >= 300:
-            body = await up._read_body(response, self._deadline)
-            await self.aclose()
-            raise up._http_error(response, body, self._model)
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            body = await up._read_body(response, self._deadline)
-            await self.aclose()
-            # A JSON error envelope sent with 200 instead of a stream is still an error.
-            data = up._decode_object(response, body)
-            raise errors.transport_error(
-                "malformed",
-                domain=up.domain,
-                request_id=response.headers.get("x-request-id"),
-                detail=f"expected an event stream, got content-type {content_type!r}: "
-                f"{_excerpt(json.dumps(data).encode())}",
-            )
-        self.response_headers = response.headers
-        async for event in self._events(response):
-            yield event
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        up = self._upstream
-        request_id = response.headers.get("x-request-id")
-        decoder = SSEDecoder(up.config.max_response_bytes)
+        redact: Redactor,
+        stream: bool,
+    ) -> httpx.Response:
+        response = await self._send(method, path, content, headers, deadline, stream=stream)
+        if response.status_code < 300:
+            return response
         try:
-            parts = response.aiter_raw()
-            async for part in parts:
-                for event in decoder.feed(part):
-                    data = self._decode(event.event, event.data, request_id)
-                    if data is None:
-                        await self._finish_body(parts)
-                        return
-                    yield data
-            tail = decoder.close()
-            if tail is not None:
-                data = self._decode(tail.event, tail.data, request_id)
-                if data is None:
-                    return
-                yield data
-            if self._until == "eof":
-                return
-        except EventTooLarge as exc:
+            body = await self._read_body(response, deadline)
+        finally:
+            await self.close(response)
+        if response.status_code < 400:
+            error = errors.transport_error(
+                "redirect",
+                domain=self.domain,
+                request_id=response.headers.get("x-request-id"),
+                detail=f"the upstream answered {response.status_code} redirecting to "
+                f"{_origin(response.headers.get('location', ''))}",
+            )
+        else:
+            error = errors.from_http_response(
+                response.status_code,
+                body,
+                response.headers,
+                domain=self.domain,
+                model=model,
+                redact=redact,
+            )
+        error.trailing = returned_metadata(response.headers)
+        raise error
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        *,
+        stream: bool,
+    ) -> httpx.Response:
+        """Send one request and wait for its response head (body unread).
+
+        Waiting for a pooled connection is bounded by the caller's deadline, else by
+        --connect-timeout, and answered UPSTREAM_POOL_EXHAUSTED. The head itself (with any
+        number of 1xx answers before it) must arrive within --upstream-timeout in all.
+        """
+        loop = asyncio.get_running_loop()
+        remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+        request_headers = dict(headers)
+        if content is not None:
+            request_headers["content-type"] = "application/json"
+        if stream:
+            request_headers["accept"] = "text/event-stream"
+        read = self.config.upstream_timeout
+        connect = self.config.connect_timeout
+        if remaining is not None:
+            read, connect = min(read, remaining), min(connect, remaining)
+        request = self._client.build_request(
+            method,
+            self.base_url + path,
+            content=content,
+            headers=request_headers,
+            timeout=httpx.Timeout(read, connect=connect),
+        )
+        await self._acquire(remaining)
+        if self.hooks is not None:
+            self.hooks.started(request)
+        try:
+            async with asyncio.timeout(self.config.upstream_timeout if deadline is None else None):
+                response = await self._client.send(request, stream=True)
+        except BaseException as exc:
+            self._permits.release()
+            if self.hooks is not None:
+                self.hooks.failed(request, exc)
+            if isinstance(exc, httpx.HTTPError | OSError | TimeoutError) or _is_aiohttp(exc):
+                raise self.transport_error(exc, deadline) from None
+            raise
+        response.extensions["bridge_permit"] = True
+        if self.hooks is not None:
+            self.hooks.responded(request, response)
+        return response
+
+    async def _acquire(self, remaining: float | None) -> None:
+        if not self._permits.locked():
+            await self._permits.acquire()  # does not suspend
+            return
+        wait = self.config.connect_timeout if remaining is None else remaining
+        try:
+            async with asyncio.timeout(wait):
+                await self._permits.acquire()
+        except TimeoutError:
+            raise errors.transport_error(
+                "pool_exhausted",
+                domain=self.domain,
+                detail=f"all {self.config.max_connections} connections were in use for {wait:g} s",
+            ) from None
+
+    async def close(self, response: httpx.Response) -> None:
+        """Close a response and give back its connection permit, exactly once."""
+        try:
+            await response.aclose()
+        finally:
+            if response.extensions.pop("bridge_permit", False):
+                self._permits.release()
+
+    async def _read_body(self, response: httpx.Response, deadline: float | None) -> bytes:
+        """The whole (decoded) body, at most --max-response-bytes, within the time left."""
+        limit = self.config.max_response_bytes
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
             raise errors.transport_error(
                 "too_large",
-                domain=up.domain,
-                detail=f"{exc} (--max-response-bytes)",
-                request_id=request_id,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise up._transport_error(exc, self._deadline, response, "stream_cut") from None
-        raise errors.transport_error(
-            "stream_cut",
-            domain=up.domain,
-            request_id=request_id,
-            detail="the upstream closed the stream before sending [DONE]",
-        )
-
-    async def _finish_body(self, parts: AsyncIterator[bytes]) -> None:
-        """Read what follows `[DONE]` (normally just the end of the chunked body), briefly.
-
-        A response read to its end gives its connection back to the pool; one closed early
-        is dropped, and the next stream pays a new TCP and TLS handshake. An upstream that
-        goes on sending or stays open after `[DONE]` only loses its connection, as before.
-        """
-        budget = _DRAIN_SECONDS
-        if self._deadline is not None:
-            budget = min(budget, self._deadline - asyncio.get_running_loop().time() - 0.01)
-        if budget <= 0:
-            return
-        received = 0
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
-            async with asyncio.timeout(budget):
-                async for part in parts:
-                    received += len(part)
-                    if received > _DRAIN_BYTES:
-                        return
-
-    def _decode(self, event: str, data: str, request_id: str | None) -> dict[str, Any] | None:
-        up = self._upstream
-        if data == "[DONE]":
-            return None
-        try:
-            obj = _loads(data)
-        except ValueError:
-            if event == "error":
-                raise errors.from_stream_error(
-                    {"message": data}, domain=up.domain, request_id=request_id
-                ) from None
-            raise errors.transport_error(
-                "malformed",
-                domain=up.domain,
-                request_id=request_id,
-                detail=f"a stream event is not valid JSON: {_excerpt(data.encode())}",
-            ) from None
-        if type(obj) is not dict:
-            raise errors.transport_error(
-                "malformed",
-                domain=up.domain,
-                request_id=request_id,
-                detail=f"a stream event is a JSON {type(obj).__name__}, not an object",
+                domain=self.domain,
+                detail=f"it announced {declared} bytes; the limit is {limit} bytes "
+                "(--max-response-bytes)",
+                request_id=response.headers.get("x-request-id"),
             )
-        error = obj.get("error")
-        if error is not None or event == "error":
-            payload = error if isinstance(error, dict) else {"message": str(error or obj)}
-            raise errors.from_stream_error(payload, domain=up.domain, request_id=request_id)
-        return obj
-
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        up = self._upstream
-        loop = asyncio.get_running_loop()
-        tries = 0
-        events: AsyncIterator[dict[str, Any]] | None = None
+        parts: list[bytes] = []
+        size = 0
+        bound = self.config.upstream_timeout if deadline is None else None
         try:
-            while True:
-                tries += 1
-                events = self._open()
-                try:
-                    first = await events.__anext__()
-                except StopAsyncIteration:
-                    return
-                except BridgeError as error:
-                    await events.aclose()  # type: ignore[attr-defined]
-                    await self.aclose()
-                    if not error.retryable or tries >= up.policy.max_attempts:
-                        raise
-                    delay = up.policy.backoff(tries, error.retry_after, rng=up._rng)
-                    if self._deadline is not None and loop.time() + delay >= self._deadline:
-                        raise
-                    await asyncio.sleep(delay)
-                    continue
-                yield first
-                async for event in events:
-                    yield event
-                return
-        finally:
-            if events is not None:
-                await events.aclose()  # type: ignore[attr-defined]
-            await self.aclose()
+            async with asyncio.timeout(bound):
+                async for part in response.aiter_bytes():
+                    size += len(part)
+                    if size > limit:
+                        raise errors.transport_error(
+                            "too_large",
+                            domain=self.domain,
+                            detail=f"the response exceeded the limit of {limit} bytes "
+                            "(--max-response-bytes)",
+                            request_id=response.headers.get("x-request-id"),
+                        )
+                    parts.append(part)
+        except BridgeError:
+            raise
+        except TimeoutError:
+            if bound is None:
+                raise
+            raise errors.transport_error(
+                "read_timeout",
+                domain=self.domain,
+                detail=f"no complete answer within {bound:g} s (--upstream-timeout)",
+                request_id=response.headers.get("x-request-id"),
+            ) from None
+        except Exception as exc:
+            if isinstance(exc, httpx.HTTPError | OSError) or _is_aiohttp(exc):
+                raise self.transport_error(exc, deadline, response) from None
+            raise
+        return b"".join(parts)
 
+    # ------------------------------------------------------------------ plumbing
 
-_DRAIN_SECONDS = 0.05
-"""How long a stream waits after `[DONE]` for its body's end, to keep the connection."""
-_DRAIN_BYTES = 64 * 1024
-"""How much it reads after `[DONE]` before it gives up on the connection."""
-
-
-def _loads(text: bytes | str) -> Any:
-    """Decode upstream JSON: orjson (6x faster on a 5 MB embeddings answer), else json.
-
-    What orjson refuses (NaN, Infinity, lone surrogates) the standard library still reads,
-    so the bridge accepts what it always did. Integers past 64 bits come back as floats;
-    the translation could only store them as doubles anyway.
-    """
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    def url_for_model(self, model: str) -> str:
+        """`/models/{model}` with the id literal: slashes kept, anything unsafe escaped."""
+        return "/models/" + quote(model, safe="/:@-._~!$&'()*+,;=")
 
 
 def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _spent(deadline: float | None) -> bool:
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.005
+
+
+def _is_aiohttp(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("aiohttp")
 
 
 def _origin(location: str) -> str:
@@ -609,10 +516,3 @@ def _origin(location: str) -> str:
     if not parts.netloc:
         return "a path on the same origin" if location else "nowhere (no location header)"
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.scheme else parts.netloc
-
-
-def _excerpt(body: bytes, limit: int = 200) -> str:
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    if not text:
-        return "(empty body)"
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))

@@ -30,6 +30,8 @@ from bridge.errors import (
     BRIDGE_DOMAIN,
     HTTP_STATUS_TO_CODE,
     BridgeError,
+    Redactor,
+    TransportKind,
     code_for_http_status,
     from_http_response,
     from_stream_error,
@@ -37,7 +39,6 @@ from bridge.errors import (
     resource_exhausted,
     transport_error,
 )
-from bridge.retry import TransportKind
 from tests import richstatus
 from tests.conftest import Stubs
 from tests.richstatus import RichStatus
@@ -537,11 +538,13 @@ def test_echoed_credentials_do_not_reach_the_message() -> None:
 
 def test_the_requests_own_credential_is_cut_out_of_any_echo() -> None:
     body = envelope("Incorrect API key provided: key-12345678.", "authentication_error")
-    error = from_http_response(401, body, {}, domain=HOST, secrets=("key-12345678",))
+    error = from_http_response(401, body, {}, domain=HOST, redact=Redactor(["key-12345678"]))
     assert "key-12345678" not in error.message
     assert error.message.endswith("Incorrect API key provided: [redacted].")
     # Too short to be a credential worth hunting for: left alone.
-    error = from_http_response(401, envelope("bad key abc"), {}, domain=HOST, secrets=("abc",))
+    error = from_http_response(
+        401, envelope("bad key abc"), {}, domain=HOST, redact=Redactor(["abc"])
+    )
     assert error.message.endswith("bad key abc")
 
 
@@ -601,7 +604,7 @@ def test_the_requests_own_credential_is_cut_out_of_any_echo() -> None:
         ),
         ({"type": "server_error", "message": "boom"}, Code.INTERNAL, "SERVER_ERROR", True),
         ({"message": "mystery"}, Code.INTERNAL, "UPSTREAM_STREAM_ERROR", True),
-        ({"code": 429, "message": "slow"}, Code.RESOURCE_EXHAUSTED, "UPSTREAM_STREAM_ERROR", True),
+        ({"code": 429, "message": "slow"}, Code.RESOURCE_EXHAUSTED, "HTTP_429", True),
     ],
 )
 def test_stream_error_maps_by_type_and_code(
@@ -654,8 +657,10 @@ def test_stream_error_details() -> None:
         ("connect", Code.UNAVAILABLE, "UPSTREAM_UNREACHABLE", True),
         ("reset", Code.UNAVAILABLE, "UPSTREAM_CONNECTION_RESET", True),
         ("protocol", Code.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR", True),
-        ("body_cut", Code.UNAVAILABLE, "UPSTREAM_RESPONSE_INCOMPLETE", True),
-        ("stream_cut", Code.UNAVAILABLE, "STREAM_INCOMPLETE", True),
+        ("body_cut", Code.UNAVAILABLE, "UPSTREAM_RESPONSE_INCOMPLETE", False),
+        ("stream_cut", Code.UNAVAILABLE, "STREAM_INCOMPLETE", False),
+        ("certificate", Code.UNAVAILABLE, "UPSTREAM_CERTIFICATE_UNTRUSTED", False),
+        ("pool_exhausted", Code.UNAVAILABLE, "UPSTREAM_POOL_EXHAUSTED", False),
         ("read_timeout", Code.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", True),
         ("deadline", Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", False),
         ("malformed", Code.INTERNAL, "MALFORMED_RESPONSE", False),

@@ -1,0 +1,211 @@
+"""An open upstream SSE response, decoded into JSON events (after openai-python's AsyncStream).
+
+`EventStream` does not open, retry or close anything: `Upstream.stream` opened the response
+(2xx, with retries while opening) and closes it. This object only reads the body and turns it
+into events, by DESIGN.md "Streaming":
+
+- Events are decoded by the WHATWG rules (`bridge.sse`); each `data:` JSON object is one
+  event, in order, as soon as it arrives. `data: [DONE]` (whitespace trimmed) ends the stream.
+- An error in the stream (a top-level `error`, an `event: error`, a flat `{"type": "error"}`)
+  raises its mapped status; the end of the body before `[DONE]` raises UNAVAILABLE.
+- A body that is not an event stream at all (a bare JSON error envelope, served as
+  `text/event-stream` or as JSON) raises the error it reports, or MALFORMED_RESPONSE.
+- Media types are compared case-insensitively (RFC 9110 section 8.3.1); a response without
+  a Content-Type is read as an event stream, as the openai SDK reads it.
+- The silence between two events is bounded by --upstream-timeout, comments and keep-alives
+  included (they do not count as events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+from bridge import errors
+from bridge.errors import BridgeError, Redactor
+from bridge.sse import Event, EventTooLarge, SSEDecoder
+from bridge.upstream_body import decode_object, loads, media_type
+
+if TYPE_CHECKING:
+    from bridge.upstream import Upstream
+
+__all__ = ["EventStream"]
+
+_DRAIN_SECONDS = 0.05
+"""How long a stream waits after `[DONE]` for its body's end, to keep the connection."""
+_DRAIN_BYTES = 64 * 1024
+"""How much it reads after `[DONE]` before it gives up on the connection."""
+_SNIFF_BYTES = 64
+"""How much of the body start is looked at to tell an event stream from a bare JSON body."""
+
+
+class EventStream:
+    """The JSON events of one open SSE response; iterate it once.
+
+    Yields each event's JSON object (a dict). Raises `BridgeError` for an error in the
+    stream, a malformed event, an event over --max-response-bytes, a silence longer than
+    --upstream-timeout, or a connection lost (UNAVAILABLE, never retried: the upstream
+    answered 200). `response_headers` are the upstream's response headers.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        response: httpx.Response,
+        deadline: float | None,
+        redact: Redactor,
+        until: Literal["done", "eof"],
+    ) -> None:
+        self._upstream = upstream
+        self._response = response
+        self._deadline = deadline
+        self._redact = redact
+        self._until = until
+        self._domain = upstream.domain
+        self._request_id = response.headers.get("x-request-id")
+        self.response_headers = response.headers
+
+    def _malformed(self, detail: str) -> BridgeError:
+        return errors.transport_error(
+            "malformed", domain=self._domain, request_id=self._request_id, detail=detail
+        )
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        response = self._response
+        kind = media_type(response.headers)
+        if kind not in ("", "text/event-stream"):
+            # Not a stream: a JSON error envelope sent with 200, or something else entirely.
+            await self._bare_json(await self._upstream._read_body(response, self._deadline), kind)
+        loop = asyncio.get_running_loop()
+        silence = self._upstream.config.upstream_timeout
+        decoder = SSEDecoder(self._upstream.config.max_response_bytes)
+        parts = response.aiter_bytes()
+        first = True
+        quiet_until = loop.time() + silence
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(quiet_until):
+                        part = await parts.__anext__()
+                except StopAsyncIteration:
+                    break
+                if first:
+                    first = False
+                    head = part.lstrip(b"\xef\xbb\xbf \t\r\n")
+                    if head[:1] in (b"{", b"["):
+                        rest = await self._upstream._read_body(response, self._deadline)
+                        await self._bare_json(part + rest, kind or "no content-type")
+                for event in decoder.feed(part):
+                    data = self._decode(event)
+                    if data is None:
+                        await self._finish_body(parts)
+                        return
+                    quiet_until = loop.time() + silence
+                    yield data
+            tail = decoder.close()
+            if tail is not None:
+                data = self._decode(tail)
+                if data is None:
+                    return
+                yield data
+        except EventTooLarge as exc:
+            raise errors.transport_error(
+                "too_large",
+                domain=self._domain,
+                detail=f"{exc} (--max-response-bytes)",
+                request_id=self._request_id,
+            ) from None
+        except TimeoutError as exc:
+            raise errors.transport_error(
+                "read_timeout",
+                domain=self._domain,
+                detail=f"no event for {silence:g} s (--upstream-timeout)",
+                request_id=self._request_id,
+            ) from exc
+        except BridgeError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, httpx.HTTPError | OSError) or type(exc).__module__.startswith(
+                "aiohttp"
+            ):
+                raise self._upstream.transport_error(
+                    exc, self._deadline, response, "stream_cut"
+                ) from None
+            raise
+        if self._until == "done":
+            raise errors.transport_error(
+                "stream_cut",
+                domain=self._domain,
+                request_id=self._request_id,
+                detail="the upstream closed the stream before sending [DONE]",
+            )
+
+    async def _bare_json(self, body: bytes, kind: str) -> None:
+        """Raise what a body that is a JSON document instead of events says."""
+        decode_object(self._response, body, self._domain, self._redact, where="in the stream")
+        shape = "a JSON document"
+        with contextlib.suppress(ValueError):
+            data = loads(body)
+            if isinstance(data, dict) and "object" in data:
+                shape = f"a JSON {data['object']!r} object"
+        raise self._malformed(
+            f"expected an event stream (text/event-stream), got {shape} ({kind}); "
+            "does the upstream support streaming?"
+        )
+
+    def _decode(self, event: Event) -> dict[str, Any] | None:
+        data = event.data
+        if data == "[DONE]" or (data[-1:].isspace() and data.strip() == "[DONE]"):
+            return None
+        try:
+            obj = loads(data)
+        except ValueError as exc:
+            if event.event == "error":
+                raise errors.from_stream_error(
+                    {"message": self._redact(data)},
+                    domain=self._domain,
+                    request_id=self._request_id,
+                ) from None
+            excerpt = self._redact(" ".join(data[:400].split()))[:200]
+            raise self._malformed(
+                f"a stream event is not valid JSON ({exc}): {excerpt!r}"
+            ) from None
+        if type(obj) is not dict:
+            if event.event == "error":
+                raise errors.from_stream_error(
+                    {"message": self._redact(data)},
+                    domain=self._domain,
+                    request_id=self._request_id,
+                )
+            raise self._malformed(f"a stream event is a JSON {type(obj).__name__}, not an object")
+        if "error" in obj or event.event == "error" or obj.get("type") == "error":
+            error = errors.error_object(obj, event=event.event)
+            if error is not None:
+                raise errors.from_stream_error(
+                    self._redact.json(error), domain=self._domain, request_id=self._request_id
+                )
+        return obj
+
+    async def _finish_body(self, parts: AsyncIterator[bytes]) -> None:
+        """Read what follows `[DONE]` (normally just the end of the chunked body), briefly.
+
+        A response read to its end gives its connection back to the pool; one closed early
+        is dropped, and the next stream pays a new TCP and TLS handshake. An upstream that
+        goes on sending or stays open after `[DONE]` only loses its connection.
+        """
+        budget = _DRAIN_SECONDS
+        if self._deadline is not None:
+            budget = min(budget, self._deadline - asyncio.get_running_loop().time() - 0.01)
+        if budget <= 0:
+            return
+        received = 0
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(budget):
+                async for part in parts:
+                    received += len(part)
+                    if received > _DRAIN_BYTES:
+                        return

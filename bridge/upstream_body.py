@@ -1,0 +1,96 @@
+"""Reading a 2xx upstream body: media types, JSON decoding, and the error a body reports.
+
+Shared by the unary path (`bridge.upstream`) and the stream path (`bridge.event_stream`), so a
+bare JSON error envelope means the same on both (DESIGN.md "Streaming": a stream whose body is
+a bare JSON error envelope ends with that envelope's status).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import orjson
+
+from bridge import errors
+from bridge.errors import Redactor
+
+__all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type"]
+
+
+def media_type(headers: httpx.Headers) -> str:
+    """The Content-Type's type/subtype, lower-cased, without parameters ("" when absent)."""
+    value: str = headers.get("content-type", "")
+    return value.partition(";")[0].strip().lower()
+
+
+def decode_object(
+    response: httpx.Response, body: bytes, domain: str, redact: Redactor, *, where: str
+) -> dict[str, Any]:
+    """A 2xx body as a JSON object, or the error it reports (DESIGN.md: a 200 whose body is
+    an error envelope is that error), or MALFORMED_RESPONSE saying what was wrong."""
+    request_id = response.headers.get("x-request-id")
+    kind = media_type(response.headers)
+    is_json = kind in ("", "application/json") or kind.endswith("+json")
+    if not is_json and not looks_like_json(body):
+        raise errors.transport_error(
+            "malformed",
+            domain=domain,
+            request_id=request_id,
+            detail=f"expected JSON, got content-type {response.headers['content-type']!r}: "
+            f"{excerpt(body, redact)}",
+        )
+    try:
+        data = loads(body)
+    except ValueError as exc:
+        raise errors.transport_error(
+            "malformed",
+            domain=domain,
+            request_id=request_id,
+            detail=f"the response body is not valid JSON ({exc}): {excerpt(body, redact)}",
+        ) from None
+    if type(data) is not dict:
+        raise errors.transport_error(
+            "malformed",
+            domain=domain,
+            request_id=request_id,
+            detail=f"expected a JSON object, got {type(data).__name__}",
+        )
+    if "error" in data or data.get("type") == "error" or data.get("object") == "error":
+        error = errors.error_object(data)
+        if error is not None:
+            raise errors.from_stream_error(
+                redact.json(error), domain=domain, request_id=request_id, where=where
+            )
+    return data
+
+
+def loads(text: bytes | str) -> Any:
+    """Decode upstream JSON: orjson (6x faster on a 5 MB embeddings answer), else json.
+
+    What orjson refuses (NaN, Infinity, lone surrogates) the standard library still reads,
+    so the bridge accepts what it always did. Nesting deeper than orjson's limit (1024) is
+    refused with ValueError, as the standard library would only fail with RecursionError.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise ValueError("JSON nested too deeply") from None
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+def looks_like_json(body: bytes) -> bool:
+    return body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+
+
+def excerpt(body: bytes, redact: Redactor, limit: int = 200) -> str:
+    text = " ".join(body[: limit * 8].decode("utf-8", errors="replace").split())
+    if not text:
+        return "(empty body)"
+    text = redact(text)
+    return '"' + text[:limit] + ('..."' if len(text) > limit else '"')
