@@ -161,3 +161,36 @@ bench-micro: $(BENCH_STAMP)
 ## bench-profile: py-spy profiles of the bridge under each load, in bench/profiles/
 bench-profile: $(BENCH_STAMP) $(BENCH_BIN)/upstream
 	$(BIN)/python bench/profile.py
+
+# ------------------------------------------------------------------------------ interop
+# `make interop` (not part of `make test`: it installs a lot): the bridge in front of real
+# OpenAI-compatible servers on loopback, every RPC compared with the server's own JSON
+# (tests/interop/run.py): the LiteLLM proxy with `mock_response` models, from its own venv
+# (.venv-interop; litellm 1.106.12 is the newest whose `proxy` extra installs from PyPI
+# alone), and Prism serving third_party/openai-openapi/openapi.yaml in static mode (npm,
+# under build/interop). Logs of both servers: build/interop/logs/.
+INTEROP_VENV  := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed-stamp
+INTEROP_NODE  := build/interop
+LITELLM_PIN   := litellm[proxy]==1.106.12
+PRISM_PIN     := @stoplight/prism-cli@5.16.0
+
+.PHONY: interop
+
+$(INTEROP_STAMP):
+	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	echo '*' > $(INTEROP_VENV)/.gitignore  # the venv ignores itself, as newer venvs do
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INTEROP_VENV)/bin/python -m pip install --quiet '$(LITELLM_PIN)'
+	touch $@
+
+$(INTEROP_NODE)/.installed:
+	$(call need,npm,make interop needs Node.js 18 or newer with npm on PATH: https://nodejs.org/)
+	mkdir -p $(INTEROP_NODE)
+	test -f $(INTEROP_NODE)/package.json || echo '{"private": true}' > $(INTEROP_NODE)/package.json
+	cd $(INTEROP_NODE) && npm install --no-audit --no-fund --loglevel=error $(PRISM_PIN)
+	touch $@
+
+## interop: the bridge against the LiteLLM proxy and Prism (OpenAI spec), compared call by call
+interop: $(STAMP) $(INTEROP_STAMP) $(INTEROP_NODE)/.installed
+	$(BIN)/python -m tests.interop.run --logs $(INTEROP_NODE)/logs
