@@ -97,8 +97,8 @@ class EventStream:
                     first = False
                     head = part.lstrip(b"\xef\xbb\xbf \t\r\n")
                     if head[:1] in (b"{", b"["):
-                        rest = await self._upstream._read_body(response, self._deadline)
-                        await self._bare_json(part + rest, kind or "no content-type")
+                        body = await self._rest(part, parts)
+                        await self._bare_json(body, kind or "no content-type")
                 for event in decoder.feed(part):
                     data = self._decode(event)
                     if data is None:
@@ -143,6 +143,17 @@ class EventStream:
                 request_id=self._request_id,
                 detail="the upstream closed the stream before sending [DONE]",
             )
+
+    async def _rest(self, first: bytes, parts: AsyncIterator[bytes]) -> bytes:
+        """The whole body of a stream whose first bytes were `first`, within the limit."""
+        limit = self._upstream.config.max_response_bytes
+        pieces, size = [first], len(first)
+        async for part in parts:
+            size += len(part)
+            if size > limit:
+                raise EventTooLarge(f"a JSON body in place of events exceeded {limit} bytes")
+            pieces.append(part)
+        return b"".join(pieces)
 
     async def _bare_json(self, body: bytes, kind: str) -> None:
         """Raise what a body that is a JSON document instead of events says."""
