@@ -39,7 +39,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import grpc
-
 from google.protobuf.message import DecodeError
 
 from bridge import observe

@@ -111,7 +111,7 @@ class Config:
         env="BRIDGE_UPSTREAM_HTTP",
     )
     max_message_bytes: int = _opt(
-        64 * 1024 * 1024,
+        4 * 1024 * 1024,
         "Largest gRPC message received or sent, in bytes (embedding batches are large).",
         env="BRIDGE_MAX_MESSAGE_BYTES",
     )

@@ -111,9 +111,9 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         return int(seconds * 1000)
 
     options = [
-        # Twice --max-message-bytes: the servicers check the limit themselves and answer with
-        # details naming the option (bridge.validate.message_size); grpc core's own refusal,
-        # kept beyond that to bound memory, has neither.
+        # Twice --max-message-bytes: the guard (bridge.auth) checks the limit itself on the
+        # wire bytes, before parsing, and answers with details naming the option; grpc core's
+        # own refusal, kept beyond that to bound the bytes buffered, has neither.
         ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", ms(config.keepalive_time)),
