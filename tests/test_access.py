@@ -9,6 +9,7 @@ RSS of a real `python -m bridge serve` process (Linux /proc).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -22,6 +23,7 @@ import pytest
 from aigateway.v1 import chat_pb2
 
 from bridge import server
+from bridge.__main__ import _parser
 from bridge.auth import TOKEN_KEY, token_digest
 from bridge.config import Config
 from bridge.devserver import DevUpstream
@@ -210,3 +212,30 @@ async def test_refused_large_calls_do_not_grow_the_bridges_memory(upstream: DevU
     finally:
         process.terminate()
         await process.wait()
+
+
+# ------------------------------------------------------------------------------ the key on argv
+
+
+def test_api_key_help_points_away_from_the_command_line_which_still_works() -> None:
+    parser = _parser()
+    serve = next(
+        action.choices["serve"]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    help_text = serve.format_help()
+    text = " ".join(help_text[help_text.index("--api-key VALUE  ") :].split())
+    assert "AI_GATEWAY_API_KEY" in text and "config file" in text and "`ps`" in text
+    config = Config.load(parser.parse_args(["serve", "--api-key", "sk-from-argv"]), {})
+    assert config.api_key == "sk-from-argv"
+
+
+def test_readme_warns_about_port_forwarders_where_access_rules_are_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Who may use the bridge's credential") :]
+    section = section[: section.index("\n### ")]
+    for forwarder in ("ssh -L", "kubectl port-forward", "sidecar"):
+        assert forwarder in section
+    for remedy in ("--access-token-sha256", "--tls-client-ca", "--caller-credentials"):
+        assert remedy in section
