@@ -1,9 +1,8 @@
 """Command line: `python -m bridge serve | config | health | hash-token | dev-upstream | demo`.
 
 Exit codes: 0 success; 2 configuration error; `serve`: 3 when calls had to be cancelled at
-shutdown (see bridge.server), 1 when it cannot start (address taken) or a worker failed
-(see bridge.workers); `health`: see
-bridge.healthcheck.
+shutdown (see bridge.server), 1 when it cannot start (address taken) or its workers crash
+in a loop (see bridge.workers); `health`: see bridge.healthcheck.
 """
 
 from __future__ import annotations
@@ -94,27 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.workers import supervise
 
             return supervise(config)
-        return run_server(config)
+        from bridge.server import run
+
+        return run(config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def run_server(config: Config) -> int:
-    """Serve in this process (the only one, or one worker) until a signal; the exit code."""
-    from bridge import logs
-
-    logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
-    from bridge.server import serve
-
-    try:
-        return asyncio.run(serve(config))
-    except OSError as exc:  # the address is taken, a TLS file vanished, ...
-        worker = "" if config.worker_index is None else f"worker {config.worker_index}: "
-        print(f"{worker}error: {exc}", file=sys.stderr, flush=True)
-        return 1
 
 
 def _hash_token() -> int:

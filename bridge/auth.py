@@ -15,6 +15,15 @@ A call that brings its own `authorization` metadata spends its own credential: i
 forwarded unless `--caller-credentials refuse`. A bridge without a credential has nothing to
 lend, so its calls pass (the upstream decides). Health and reflection are always open.
 
+An unauthorized call must cost almost nothing (DESIGN.md, Credentials: "refused from its
+metadata, before its message is read"). A protobuf message can take about 80 times its wire
+size once parsed (a repeated empty message is 2 bytes on the wire, an object in memory), so the
+guard takes over deserialization: the handler it returns receives the request's raw bytes,
+decides access first (metadata, peer address, client certificate), then refuses a request over
+--max-message-bytes by its wire size, and only then parses it with the service's deserializer.
+The peer address is not known in `intercept_service` (grpc.aio's HandlerCallDetails has only
+the method and metadata), which is why the decision runs in the handler, before parsing.
+
 The interceptor also counts the calls in flight, so a shutdown can tell a clean drain from
 calls it had to cancel, and tags answers with the worker that served them.
 """
@@ -30,9 +39,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from bridge import observe
 from bridge.config import Config, is_loopback_host
-from bridge.errors import BRIDGE_DOMAIN, BridgeError
+from bridge.errors import BRIDGE_DOMAIN, BridgeError, resource_exhausted
 
 TOKEN_KEY = "x-bridge-token"
 """Metadata key of the bridge access token (never forwarded upstream)."""
@@ -171,14 +182,22 @@ class CallTracker:
 
 
 Behavior = Callable[..., Any]
+Deserializer = Callable[[bytes], Any]
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies AccessPolicy to every aigateway.v1 call, tracks it, tags it with the worker."""
+    """Applies AccessPolicy to every aigateway.v1 call, tracks it, tags it with the worker.
+
+    The handler it returns has no request deserializer: its behaviour gets the raw bytes and
+    parses them only once the call is admitted and within --max-message-bytes (see the module
+    docstring). Only unary-request methods exist in aigateway.v1; a client-streaming one would
+    be refused at registration (RuntimeError) rather than served unguarded.
+    """
 
     def __init__(self, config: Config, tracker: CallTracker) -> None:
         self.policy = AccessPolicy(config)
         self.tracker = tracker
+        self.max_message_bytes = config.max_message_bytes
         self.worker = None if config.worker_index is None else str(config.worker_index)
 
     async def intercept_service(
@@ -189,21 +208,30 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or not details.method.startswith(API_PREFIX):
             return handler
+        parse: Deserializer = handler.request_deserializer or (lambda raw: raw)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._unary(handler.unary_unary, parse),
+                request_deserializer=None,  # raw bytes: parsed after the access check
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._streaming(handler.unary_stream, parse),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         raise RuntimeError(f"{details.method}: client-streaming methods are not guarded")
 
-    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+    async def _admit(
+        self, raw: bytes, parse: Deserializer, context: grpc.aio.ServicerContext
+    ) -> Any:
+        """The parsed request of an admitted call; aborts the call otherwise.
+
+        Order: access rules (UNAUTHENTICATED / PERMISSION_DENIED), then the wire size
+        (RESOURCE_EXHAUSTED naming --max-message-bytes), then parsing (INVALID_ARGUMENT
+        INVALID_REQUEST when the bytes are not the method's request message).
+        """
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         try:
             self.policy.check(metadata, context)
@@ -211,23 +239,41 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             await denied.to_error().abort(context)
         if self.worker is not None:
             context.set_trailing_metadata(((WORKER_KEY, self.worker),))
+        if len(raw) > self.max_message_bytes:
+            await resource_exhausted("max_message_bytes", self.max_message_bytes, len(raw)).abort(
+                context
+            )
+        try:
+            request = parse(raw)
+        except DecodeError as exc:
+            # The parser's message names the type, never the caller's bytes.
+            await BridgeError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"invalid request: not a valid protobuf message ({exc})",
+                reason="INVALID_REQUEST",
+                domain=BRIDGE_DOMAIN,
+            ).abort(context)
+        observe.request_read(request)
+        return request
 
-    def _unary(self, behavior: Behavior) -> Behavior:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def _unary(self, behavior: Behavior, parse: Deserializer) -> Behavior:
+        async def guarded(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             self.tracker.enter()
             try:
-                await self._admit(context)
+                request = await self._admit(raw, parse, context)
+                del raw  # the parsed request replaces the bytes for the rest of the call
                 return await behavior(request, context)
             finally:
                 self.tracker.leave()
 
         return guarded
 
-    def _streaming(self, behavior: Behavior) -> Behavior:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def _streaming(self, behavior: Behavior, parse: Deserializer) -> Behavior:
+        async def guarded(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             self.tracker.enter()
             try:
-                await self._admit(context)
+                request = await self._admit(raw, parse, context)
+                del raw
                 # aclosing: a cancelled call closes the servicer's generator (and with it the
                 # upstream response) at once, not whenever it is garbage-collected.
                 async with contextlib.aclosing(behavior(request, context)) as messages:

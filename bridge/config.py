@@ -63,7 +63,9 @@ class Config:
     api_key: str | None = _opt(
         None,
         "The bridge's own upstream credential, used for calls that bring no "
-        "`authorization` metadata. Wins over the OIDC token when both are set.",
+        "`authorization` metadata. Wins over the OIDC token when both are set. Set it in "
+        "the environment (AI_GATEWAY_API_KEY) or the config file (`api_key`), not with this "
+        "flag: a command line is visible to every user of the machine (`ps`, /proc).",
         env="AI_GATEWAY_API_KEY",
         secret=True,
     )
@@ -105,7 +107,7 @@ class Config:
         env="BRIDGE_MAX_CONNECTIONS",
     )
     max_message_bytes: int = _opt(
-        64 * 1024 * 1024,
+        4 * 1024 * 1024,
         "Largest gRPC message received or sent, in bytes (embedding batches are large).",
         env="BRIDGE_MAX_MESSAGE_BYTES",
     )

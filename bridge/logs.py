@@ -1,10 +1,18 @@
-"""Logging setup: one line per event, as JSON (`--log-format json`) or as readable text.
+r"""Logging setup: one line per event, as JSON (`--log-format json`) or as readable text.
 
 Log collectors (Loki, Cloud Logging, Elasticsearch) parse one JSON object per line without
 any configuration, so `json` is the format for production; `text` is for a terminal. Both
 carry the `extra={...}` fields of a record (the access log's method, code, duration, request
 ids). As a last line of defence, every configured secret value and every bearer token is
 masked in the formatted line, whatever a log call was given.
+
+Fields can hold what a caller chose (a model id, a request id, an exception's message), so
+no record may forge another (issue 12, "Log forging"): in text, control characters (C0, DEL,
+C1, U+2028/U+2029) are escaped (`\n`, `\x85`, `\u2028`) and every line after a record's
+first (a traceback) is indented with `  | `; in JSON the encoder escapes C0 itself and the
+others are written as `\uXXXX`, so a record is always one line. Every field is bounded
+(`clean`: FIELD_LIMIT characters for extras, MESSAGE_LIMIT for the message,
+EXCEPTION_LIMIT for a traceback), the rest replaced by `...(N more)`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,41 @@ _STANDARD = frozenset(
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _MASK = "***"
+
+FIELD_LIMIT = 256
+"""Characters kept of one logged or traced field (a model id, a request id, a header)."""
+MESSAGE_LIMIT = 4096
+"""Characters kept of a record's message."""
+EXCEPTION_LIMIT = 16384
+"""Characters kept of a record's traceback."""
+
+# Characters that end or rewrite a line in some reader: C0 controls, DEL, C1 controls (NEL,
+# U+0085, ends a line in some), and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES = {
+    code: _NAMED.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+# In JSON, C0 is escaped by the encoder; the rest must not appear raw in a line either.
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def bound(text: str, limit: int = FIELD_LIMIT) -> str:
+    """`text` cut to `limit` characters, with `...(N more)` saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more)"
+
+
+def clean(value: object, limit: int = FIELD_LIMIT) -> str:
+    r"""`value` as text fit for one log line or span attribute: bounded, controls escaped.
+
+    Escapes C0, DEL, C1, U+2028 and U+2029 as `\n`, `\xNN` or `\uNNNN` after cutting to
+    `limit` characters (so the result is at most about six times `limit`).
+    """
+    text = bound(value if isinstance(value, str) else str(value), limit)
+    return text.translate(_ESCAPES) if _CONTROL.search(text) else text
 
 
 class _Redactor:
@@ -61,12 +104,25 @@ class JsonFormatter(logging.Formatter):
             "time": _iso(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": bound(self.redact(record.getMessage()), MESSAGE_LIMIT),
         }
-        entry.update(_extras(record))
+        for key, value in _extras(record).items():
+            entry[bound(key)] = _json_value(value, self.redact)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(entry, default=str, ensure_ascii=False))
+            entry["exception"] = bound(
+                self.redact(self.formatException(record.exc_info)), EXCEPTION_LIMIT
+            )
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        if _JSON_RAW.search(line):
+            line = _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+        return self.redact(line)
+
+
+def _json_value(value: Any, redact: _Redactor) -> Any:
+    """Numbers, booleans and None as they are; anything else as bounded text."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return bound(redact(value if isinstance(value, str) else str(value)))
 
 
 class TextFormatter(logging.Formatter):
@@ -77,18 +133,28 @@ class TextFormatter(logging.Formatter):
         self.redact = _Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={_text_value(v)}" for k, v in _extras(record).items())
-        line = f"{_iso(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        fields = " ".join(
+            f"{clean(k)}={_text_value(bound(self.redact(str(v))))}"
+            for k, v in _extras(record).items()
+        )
+        message = clean(self.redact(record.getMessage()), MESSAGE_LIMIT)
+        line = f"{_iso(record.created)} {record.levelname} {record.name}: {message}"
         if fields:
             line += " " + fields
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # One record, however many lines: each continuation line is marked as such.
+            text = bound(self.redact(self.formatException(record.exc_info)), EXCEPTION_LIMIT)
+            line += "".join(f"\n  | {clean(part, EXCEPTION_LIMIT)}" for part in text.split("\n"))
         return self.redact(line)
 
 
-def _text_value(value: Any) -> str:
-    text = str(value)
-    return text if text and " " not in text and '"' not in text else json.dumps(text)
+def _text_value(text: str) -> str:
+    """`text` as is, or quoted as a JSON string when it is empty or has spaces, quotes or
+    control characters (escaped there, U+2028 and C1 included)."""
+    if text and " " not in text and '"' not in text and not _CONTROL.search(text):
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
 def _iso(created: float) -> str:

@@ -70,6 +70,17 @@ def current_call() -> Call | None:
     return _current.get()
 
 
+def request_read(request: Any) -> None:
+    """Tell the current call its parsed request (for the model it names).
+
+    The access guard (bridge.auth) parses aigateway.v1 requests itself, after the access
+    check, so the interceptor here sees only their bytes; the guard calls this once parsed.
+    """
+    call = _current.get()
+    if call is not None and call.kind in ("unary", "server_stream"):
+        call.model = _model_of(request)
+
+
 def _split_method(full: str) -> tuple[str, str]:
     service, _, method = full.lstrip("/").rpartition("/")
     return service or "unknown", method or full
@@ -194,7 +205,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> tuple[Call, tuple[Any, object] | None]:
         metadata = tuple(context.invocation_metadata() or ())
         call = Call(service, method, kind, time.perf_counter())
-        if kind in ("unary", "server_stream"):
+        if kind in ("unary", "server_stream") and not isinstance(request, bytes):
             call.model = _model_of(request)
         for key, value in metadata:
             if key == "x-request-id":

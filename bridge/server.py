@@ -5,7 +5,8 @@ interceptors, `server_options()` the gRPC channel arguments (limits, keepalive),
 `server_credentials()` the transport security. `serve` runs it until SIGTERM/SIGINT.
 
 Exit codes of `serve` (and of `python -m bridge serve`): 0 when every call in flight
-finished within --shutdown-grace, 3 (EXIT_CANCELLED) when some had to be cancelled.
+finished within --shutdown-grace, 3 (EXIT_CANCELLED) when some had to be cancelled; `run`
+adds 1 (EXIT_FAILED) when the server cannot start.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +45,7 @@ SERVICE_NAMES = (
 )
 
 EXIT_DRAINED = 0
+EXIT_FAILED = 1
 EXIT_CANCELLED = 3
 
 
@@ -111,9 +114,9 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         return int(seconds * 1000)
 
     options = [
-        # Twice --max-message-bytes: the servicers check the limit themselves and answer with
-        # details naming the option (bridge.validate.message_size); grpc core's own refusal,
-        # kept beyond that to bound memory, has neither.
+        # Twice --max-message-bytes: the guard (bridge.auth) checks the limit itself on the
+        # wire bytes, before parsing, and answers with details naming the option; grpc core's
+        # own refusal, kept beyond that to bound the bytes buffered, has neither.
         ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", ms(config.keepalive_time)),
@@ -270,3 +273,20 @@ async def serve(config: Config) -> int:
         flush=True,
     )
     return EXIT_CANCELLED
+
+
+def run(config: Config) -> int:
+    """Serve in this process (the only one, or one worker) until a signal; the exit code.
+
+    Sets up logging from `config` first. An OSError while starting (the address is taken, a
+    TLS file vanished) is printed to stderr and returns EXIT_FAILED.
+    """
+    from bridge import logs
+
+    logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
+    try:
+        return asyncio.run(serve(config))
+    except OSError as exc:
+        worker = "" if config.worker_index is None else f"worker {config.worker_index}: "
+        print(f"{worker}error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILED

@@ -6,6 +6,9 @@ caller's trace. With it, the bridge becomes a hop of that trace: a SERVER span p
 continues the caller's context, a CLIENT span per upstream attempt under it, and the
 upstream receives the CLIENT span's `traceparent` instead of the caller's.
 
+Attributes that can hold what a caller chose (the model id) are bounded and escaped like log
+fields (`bridge.logs.clean`): an 8 MiB model id must not become an 8 MiB span attribute.
+
 Spans go to the process's global tracer provider (whatever `opentelemetry-instrument` or
 the host application configured) unless `--trace-exporter` asks the bridge to set up its
 own SDK provider with a console or OTLP exporter.
@@ -18,6 +21,8 @@ import logging
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from bridge.logs import clean
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +101,13 @@ class Tracing:
     def end_server_span(
         self, span: Any, token: object, code: str, attributes: Mapping[str, Any]
     ) -> None:
+        """End a SERVER span with its status; string attributes are bounded (`clean`)."""
         with contextlib.suppress(Exception):
             otel_context.detach(token)  # type: ignore[arg-type]
         span.set_attribute("rpc.grpc.status_code", _code_number(code))
         for key, value in attributes.items():
             if value is not None:
-                span.set_attribute(key, value)
+                span.set_attribute(key, clean(value) if isinstance(value, str) else value)
         if code in _SERVER_ERROR_CODES:
             span.set_status(Status(StatusCode.ERROR, code))
         span.end()

@@ -8,14 +8,19 @@ than one worker is refused elsewhere.
 
 The parent only supervises: it starts the workers (spawned, not forked: gRPC's core threads
 do not survive fork), forwards SIGTERM/SIGINT to them, so each drains as `serve` describes,
-and reports each worker's exit status. A worker that exits on its own (crash, bind failure)
-brings the others down too, and the parent exits non-zero: the orchestrator restarts the
-whole unit rather than the bridge running with fewer workers than configured.
+and reports each worker's exit status. A worker that exits on its own (killed, crashed) is
+started again in its slot after a backoff that doubles with each recent exit of that slot
+(RESTART_BACKOFF, from 0.1 s up to 30 s), while the other workers keep serving: the kernel
+sends new connections to the listeners that remain. Only a crash loop, CRASH_LOOP_LIMIT exits
+of one slot within CRASH_LOOP_WINDOW seconds (a worker that cannot bind its port, a bug that
+kills every worker), stops the others and makes the parent exit EXIT_WORKER_FAILED, so that
+the orchestrator sees the failure instead of a bridge restarting forever.
 
-Each worker gets `Config.worker_index` (0..N-1, also BRIDGE_WORKER_INDEX), which tags its
-answers (`x-bridge-worker` trailing metadata) and lets per-process state (metrics) tell the
-workers apart. Exit code of the parent: the worst of the workers' (0 drained, 3 calls were
-cancelled), or 1 when a worker failed.
+Each worker gets `Config.worker_index` (0..N-1, also BRIDGE_WORKER_INDEX; a restarted
+worker keeps its slot's index), which tags its answers (`x-bridge-worker` trailing metadata)
+and lets per-process state (metrics) tell the workers apart. Exit code of the parent: the
+worst of the workers' last exits (0 drained, 3 calls were cancelled, 1 killed by a signal),
+or 1 after a crash loop.
 """
 
 from __future__ import annotations
@@ -28,12 +33,23 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections import deque
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from bridge.config import Config, ConfigError, split_host_port
 from bridge.metrics import SharedMetrics
 
 EXIT_WORKER_FAILED = 1
+
+RESTART_BACKOFF = (0.1, 30.0)
+"""Seconds before a dead worker starts again: (first, most). Doubles with each exit of the
+same slot within CRASH_LOOP_WINDOW."""
+CRASH_LOOP_LIMIT = 5
+"""Exits of one worker slot within CRASH_LOOP_WINDOW that make a crash loop."""
+CRASH_LOOP_WINDOW = 60.0
+"""Seconds over which a slot's exits are counted (for the crash loop and the backoff)."""
 
 
 def _die_with_parent() -> None:
@@ -51,9 +67,9 @@ def _worker(config: Config) -> None:
     # once; a second SIGINT would make the worker skip its grace period.
     os.setpgid(0, 0)
     _die_with_parent()
-    from bridge.__main__ import run_server
+    from bridge.server import run
 
-    sys.exit(run_server(config))
+    sys.exit(run(config))
 
 
 def _reserve_port(host: str) -> socket.socket:
@@ -65,8 +81,34 @@ def _reserve_port(host: str) -> socket.socket:
     return sock
 
 
+@dataclasses.dataclass
+class _Slot:
+    """One worker index: its current process, its recent exits, its pending restart."""
+
+    index: int
+    config: Config
+    process: BaseProcess
+    exits: deque[float] = dataclasses.field(default_factory=deque)
+    restart_at: float | None = None
+
+    def recent_exits(self, now: float) -> int:
+        while self.exits and self.exits[0] < now - CRASH_LOOP_WINDOW:
+            self.exits.popleft()
+        return len(self.exits)
+
+
+def restart_delay(recent_exits: int) -> float:
+    """Backoff before a restart, in seconds, after `recent_exits` (>= 1) exits of a slot."""
+    first, most = RESTART_BACKOFF
+    return float(min(first * 2 ** (recent_exits - 1), most))
+
+
 def supervise(config: Config) -> int:
-    """Run `config.workers` workers on `config.listen` until they exit; returns the exit code."""
+    """Run `config.workers` workers on `config.listen` until stopped; returns the exit code.
+
+    Raises ConfigError off Linux. Restarts dead workers (see the module docstring); returns
+    on SIGTERM/SIGINT once every worker has exited, or after a crash loop.
+    """
     if not sys.platform.startswith("linux"):
         raise ConfigError(
             "--workers above 1 needs Linux (SO_REUSEPORT spreads connections across "
@@ -81,59 +123,109 @@ def supervise(config: Config) -> int:
         port = reserved.getsockname()[1]
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(
-            target=_worker,
-            args=(dataclasses.replace(config, listen=listen, worker_index=index),),
-            name=f"bridge-worker-{index}",
+
+    def new_process(slot_config: Config) -> BaseProcess:
+        return context.Process(
+            target=_worker, args=(slot_config,), name=f"bridge-worker-{slot_config.worker_index}"
         )
-        for index in range(config.workers)
-    ]
+
+    slots = []
+    for index in range(config.workers):
+        slot_config = dataclasses.replace(config, listen=listen, worker_index=index)
+        slots.append(_Slot(index, slot_config, new_process(slot_config)))
     stopping = False
+    # A signal wakes the loop below through this pipe, even while no worker is running.
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for process in processes:
+        with contextlib.suppress(OSError):
+            os.write(wake_write, b"\0")
+        for slot in slots:
+            process = slot.process
             if process.pid is not None and process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
 
+    def start(slot: _Slot) -> None:
+        slot.process.start()
+        if stopping and slot.process.pid is not None:  # a signal came while it started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.process.pid, signal.SIGTERM)
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    failed = False
+    crash_loop = False
     try:
-        for process in processes:
-            process.start()
+        for slot in slots:
+            start(slot)
         print(
             f"supervisor (pid {os.getpid()}): {config.workers} workers on {listen}: "
-            + ", ".join(f"worker {i} pid {p.pid}" for i, p in enumerate(processes)),
+            + ", ".join(f"worker {s.index} pid {s.process.pid}" for s in slots),
             flush=True,
         )
-        running = list(processes)
-        while running:
-            multiprocessing.connection.wait([p.sentinel for p in running])
-            for process in [p for p in running if p.exitcode is not None]:
-                running.remove(process)
-                shared_metrics.worker_exited(process.pid)
-                index = processes.index(process)
+        while True:
+            running = [s for s in slots if s.process.exitcode is None and s.restart_at is None]
+            if stopping:
+                for slot in slots:
+                    slot.restart_at = None
+            pending = [s.restart_at for s in slots if s.restart_at is not None]
+            if not running and not pending:
+                break
+            timeout = max(0.0, min(pending) - time.monotonic()) if pending else None
+            multiprocessing.connection.wait(
+                [s.process.sentinel for s in running] + [wake_read], timeout
+            )
+            with contextlib.suppress(BlockingIOError):
+                os.set_blocking(wake_read, False)
+                os.read(wake_read, 64)
+            now = time.monotonic()
+            for slot in running:
+                if slot.process.exitcode is None:
+                    continue
+                shared_metrics.worker_exited(slot.process.pid)
                 print(
-                    f"supervisor: worker {index} (pid {process.pid}) exited with "
-                    f"{_status(process.exitcode)}",
+                    f"supervisor: worker {slot.index} (pid {slot.process.pid}) exited with "
+                    f"{_status(slot.process.exitcode)}",
                     flush=True,
                 )
-                if not stopping:
-                    failed = True
-                    print("supervisor: a worker exited on its own: stopping the others", flush=True)
+                if stopping:
+                    continue
+                slot.exits.append(now)
+                recent = slot.recent_exits(now)
+                if recent >= CRASH_LOOP_LIMIT:
+                    crash_loop = True
+                    print(
+                        f"supervisor: worker {slot.index} exited {recent} times within "
+                        f"{CRASH_LOOP_WINDOW:g} s: a crash loop; stopping the others",
+                        flush=True,
+                    )
                     forward(signal.SIGTERM, None)
+                    continue
+                delay = restart_delay(recent)
+                slot.restart_at = now + delay
+                print(f"supervisor: restarting worker {slot.index} in {delay:g} s", flush=True)
+            for slot in slots:
+                if not stopping and slot.restart_at is not None and slot.restart_at <= now:
+                    slot.restart_at = None
+                    slot.process = new_process(slot.config)
+                    start(slot)
+                    print(
+                        f"supervisor: worker {slot.index} restarted (pid {slot.process.pid})",
+                        flush=True,
+                    )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.close(wake_read)
+        os.close(wake_write)
         if reserved is not None:
             reserved.close()
         shared_metrics.close()
-    if failed:
+    if crash_loop:
         return EXIT_WORKER_FAILED
-    return max(_code(p.exitcode) for p in processes)
+    return max(_code(s.process.exitcode) for s in slots)
 
 
 def _code(exitcode: int | None) -> int:

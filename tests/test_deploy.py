@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -269,3 +270,28 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     assert copied == {"pyproject.toml", "README.md", "bridge", "generated"}
     assert not copied & ignored
     assert {".git", ".venv"} <= ignored
+
+
+WORST_CASE_EXPANSION = 100
+"""Memory of a parsed request per byte of it on the wire, at worst (2-byte empty `messages`
+entries measured about 80: tests/test_access.py); README, "Sizing --max-message-bytes"."""
+BASELINE_MIB = 64
+"""Resident memory of an idle bridge process, rounded up (about 53 MiB measured)."""
+
+
+def _mib(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_the_message_limit_fits_the_memory_limit_and_the_docs_agree() -> None:
+    """Config default, manifest and README state one --max-message-bytes, sized to memory."""
+    default = Config.load(environ={}).max_message_bytes
+    manifest = int(container_env(SECRETS)["BRIDGE_MAX_MESSAGE_BYTES"])
+    readme = (ROOT / "README.md").read_text()
+    row = re.search(r"^\| `--max-message-bytes` \| (\d+) MiB \|", readme, re.MULTILINE)
+    assert row, "README's limits table lists --max-message-bytes"
+    assert manifest == default == int(row.group(1)) * 1024 * 1024
+    limit = _mib(container()["resources"]["limits"]["memory"])
+    assert BASELINE_MIB + WORST_CASE_EXPANSION * manifest / 2**20 <= limit
+    assert f"{limit:.0f} MiB memory limit" in readme

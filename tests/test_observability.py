@@ -9,6 +9,7 @@ exporter receives, the headers the upstream received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import io
@@ -416,6 +417,127 @@ def test_formatters_mask_configured_secrets_and_bearer_tokens() -> None:
     line = buffer.getvalue()
     assert "sk-configured-123" not in line and "abc.def-ghi" not in line
     assert "leak ***" in line and "header=" in line
+
+
+ACCESS_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z INFO bridge\.access: grpc call ")
+FORGED = (
+    "2026-01-01T00:00:00.000Z INFO bridge.access: grpc call "
+    "grpc_method=aigateway.v1.ChatService/CreateChatCompletion grpc_code=OK"
+)
+# Each of these ends a line in some log reader, terminal or collector.
+BREAKS = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1b[2K\r"]
+
+
+@pytest.fixture(params=["text", "json"])
+def any_log(request: pytest.FixtureRequest) -> Iterator[tuple[str, io.StringIO]]:
+    """The bridge's log setup in each format, writing to a buffer."""
+    buffer = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = logs.configure("INFO", request.param, secrets=[DEV_KEY], stream=buffer)
+    try:
+        yield request.param, buffer
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def logged_access(fmt: str, text: str) -> list[str]:
+    """The access records in `text`: each must be exactly one line of its format."""
+    lines = [line for line in text.split("\n") if line]
+    if fmt == "json":
+        return [line for line in lines if json.loads(line)["logger"] == "bridge.access"]
+    return [line for line in lines if ACCESS_LINE.match(line)]
+
+
+async def test_caller_chosen_text_cannot_forge_a_log_line(
+    upstream: DevUpstream, any_log: tuple[str, io.StringIO]
+) -> None:
+    fmt, buffer = any_log
+    token = "bridge-access-token-0c9a"
+    running = await server.start(
+        bridge_config(upstream, access_token_sha256=hashlib.sha256(token.encode()).hexdigest())
+    )
+    calls = 0
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stubs = stubs_for(channel)
+            for brk in BREAKS:
+                # Admitted: the model id is logged (whether validation refuses it or not).
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stubs.chat.CreateChatCompletion(
+                        chat_request(model=f"x{brk}{FORGED}"), metadata=(("x-bridge-token", token),)
+                    )
+                # Refused by the access rules: logged, without the model (never parsed).
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await stubs.chat.CreateChatCompletion(chat_request(model=f"x{brk}{FORGED}"))
+                calls += 2
+            await wait_for(lambda: len(logged_access(fmt, buffer.getvalue())) >= calls)
+    finally:
+        await running.stop(0)
+    text = buffer.getvalue()
+    assert len(logged_access(fmt, text)) == calls, text
+    assert text.count("UNAUTHENTICATED") == len(BREAKS)
+    # Every line is a record of its own: none starts with the forged text.
+    assert not [line for line in text.split("\n") if line.startswith(FORGED)]
+    for brk in ("\r", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1b"):
+        assert brk not in text
+    if fmt == "json":
+        models = [json.loads(line).get("model") for line in logged_access(fmt, text)]
+        assert f"x\u2028{FORGED}" in models  # JSON keeps the value exact, escaped
+    else:
+        assert f'model="x\\u2028{FORGED}"' in text and f'model="x\\n{FORGED}"' in text
+
+
+async def test_long_fields_are_bounded_in_logs_and_spans(
+    observed: tuple[server.Bridge, Stubs],
+    any_log: tuple[str, io.StringIO],
+    spans: InMemorySpanExporter,
+) -> None:
+    fmt, buffer = any_log
+    _, stubs = observed
+    spans.clear()
+    model = "m" * (1 << 20)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.chat.CreateChatCompletion(
+            chat_request(model=model), metadata=(("x-request-id", "q" * 4000),)
+        )
+    # (the request id is cut to 128 characters where it is read: bridge.observe._clean_id)
+    await wait_for(lambda: bool(logged_access(fmt, buffer.getvalue())))
+    (line,) = logged_access(fmt, buffer.getvalue())
+    assert len(line) < 2000
+    cut = f"...({len(model) - logs.FIELD_LIMIT} more)"
+    assert "m" * logs.FIELD_LIMIT + cut in line
+    await wait_for(lambda: any(s.kind == trace.SpanKind.SERVER for s in spans.get_finished_spans()))
+    span = next(s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER)
+    assert span.attributes is not None
+    assert span.attributes["aigateway.model"] == "m" * logs.FIELD_LIMIT + cut
+
+
+def test_formatters_escape_and_bound_every_field_and_traceback() -> None:
+    for fmt in ("text", "json"):
+        buffer = io.StringIO()
+        handler = logs.configure("INFO", fmt, stream=buffer)
+        try:
+            try:
+                raise ValueError(f"bad\n{FORGED}")
+            except ValueError:
+                logging.getLogger("test").exception(
+                    "message\u2028%s", FORGED, extra={"field\n": "v\x85" * 1000}
+                )
+        finally:
+            logging.getLogger().removeHandler(handler)
+        text = buffer.getvalue()
+        assert not [line for line in text.split("\n") if line.startswith(FORGED)], text
+        assert "\u2028" not in text and "\x85" not in text
+        if fmt == "json":
+            (record,) = [json.loads(line) for line in text.splitlines()]
+            assert record["field\n"] == "v\x85" * 128 + "...(1744 more)"
+            assert record["exception"].endswith(f"ValueError: bad\n{FORGED}")
+        else:
+            first, *rest = text.rstrip("\n").split("\n")
+            assert 'field\\n="v\\u0085v' in first and "...(1744 more)" in first
+            assert rest and all(line.startswith("  | ") for line in rest)
 
 
 # ------------------------------------------------------------------------------ traces
