@@ -595,11 +595,16 @@ def _loads(text: bytes | str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except RecursionError:  # nested over ~1000 deep (orjson stops at 1024)
+            raise ValueError("JSON nested too deeply to decode") from None
 
 
 def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """Request bodies are JSON: a NaN or Infinity (validate.json_values refuses them first)
+    is a ValueError here, never the invalid tokens `NaN` / `Infinity` on the wire."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _origin(location: str) -> str:
