@@ -18,10 +18,11 @@ from typing import Any, TypeAlias
 import grpc
 from aigateway.v1 import chat_pb2, embeddings_pb2
 from google.protobuf import struct_pb2
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor, OneofDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from bridge.errors import BridgeError, invalid_argument, resource_exhausted
+from bridge.translate import type_oneof
 
 ChatRequest: TypeAlias = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
 
@@ -199,6 +200,9 @@ def _quoted(key: str) -> str:
 
 
 def _walk_message(message: Message, path: str, depth: int) -> None:
+    oneof = type_oneof(message.DESCRIPTOR)  # type: ignore[arg-type]
+    if oneof is not None and message.WhichOneof(oneof.name) is None:
+        _needs_type(message, oneof, path)
     for field, value in message.ListFields():
         name = _join(path, field.name)
         message_type = field.message_type
@@ -222,6 +226,20 @@ def _walk_message(message: Message, path: str, depth: int) -> None:
                 _walk_any(item, f"{name}[{i}]", depth + 1)
         else:
             _walk_any(value, name, depth + 1)
+
+
+def _needs_type(message: Message, oneof: OneofDescriptor, path: str) -> None:
+    """A message whose `type` is named by its oneof member, with neither set, cannot be sent:
+    the API requires `type`, and nothing says which (`tool_choice_named {}`, an empty part)."""
+    if message.HasField("type"):
+        return
+    extra = getattr(message, "extra_fields", None)
+    if extra is not None and "type" in extra.fields:
+        return
+    members = ", ".join(f.name for f in oneof.fields)
+    raise invalid_argument(
+        _bounded(_join(path, "type")), f"is required: set it or one of {members}"
+    )
 
 
 def _walk_any(message: Message, path: str, depth: int) -> None:
