@@ -8,6 +8,7 @@ could make the bridge itself misbehave (a model id that would escape its URL pat
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import re
@@ -86,11 +87,6 @@ def model_id(model: str, field: str = "model") -> None:
 
 def chat(request: ChatRequest) -> None:
     model_id(request.model)
-    for i, fallback in enumerate(request.models):
-        model_id(fallback, f"models[{i}]")
-    gateway = request.provider_options.gateway
-    for i, fallback in enumerate(gateway.models):
-        model_id(fallback, f"provider_options.gateway.models[{i}]")
     json_values(request)
     if not request.messages:
         raise invalid_argument("messages", "needs at least one message")
@@ -324,8 +320,11 @@ class DecodingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=deserializer, unary_unary=_unary(handler.unary_unary)
             )
         if handler.unary_stream is not None:
+            # A server-streaming method is an async generator, or a coroutine that writes
+            # with context.write (grpc's health Watch).
+            wrap = _streaming if inspect.isasyncgenfunction(handler.unary_stream) else _unary
             return handler._replace(
-                request_deserializer=deserializer, unary_stream=_streaming(handler.unary_stream)
+                request_deserializer=deserializer, unary_stream=wrap(handler.unary_stream)
             )
         return handler
 
