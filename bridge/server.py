@@ -30,6 +30,7 @@ from aigateway.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from bridge import validate
 from bridge.auth import CallTracker, GuardInterceptor
 from bridge.config import Config
 from bridge.observe import Observability
@@ -103,8 +104,10 @@ def interceptors(config: Config, tracker: CallTracker) -> list[grpc.aio.ServerIn
 
     The guard (access rules, in-flight count, worker tag) applies to aigateway.v1 calls only.
     An interceptor that should also see refused calls (metrics, logs) goes before it.
+    The decoding interceptor is innermost: it only turns an undecodable request into
+    INVALID_ARGUMENT, after the outer ones have admitted the call.
     """
-    return [GuardInterceptor(config, tracker)]
+    return [GuardInterceptor(config, tracker), validate.DecodingInterceptor()]
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:

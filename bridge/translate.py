@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,6 +63,7 @@ __all__ = [
     "struct_to_python",
     "to_json",
     "to_json_bytes",
+    "type_oneof",
     "value_to_python",
 ]
 
@@ -122,7 +124,10 @@ def _list_to_python(values: struct_pb2.ListValue) -> list[Any]:
     return [value_to_python(v) for v in values.values]
 
 
-def _set_value(target: struct_pb2.Value, data: Any) -> None:
+def _set_value(target: struct_pb2.Value, data: Any, level: int) -> None:
+    """Fill the Value at nesting `level` (see `_too_deep`)."""
+    if level > MAX_NESTING:
+        raise _too_deep()
     if data is None:
         target.null_value = struct_pb2.NULL_VALUE
     elif data is True or data is False:
@@ -132,24 +137,55 @@ def _set_value(target: struct_pb2.Value, data: Any) -> None:
     elif isinstance(data, str):
         target.string_value = data
     elif isinstance(data, dict):
-        _fill_struct(target.struct_value, data)
+        _fill_struct(target.struct_value, data, level + 1)
     elif isinstance(data, list):
-        _fill_list(target.list_value, data)
+        _fill_list(target.list_value, data, level + 1)
     else:
         raise TranslationError(f"{type(data).__name__} is not a JSON value")
 
 
-def _fill_struct(target: struct_pb2.Struct, data: dict[str, Any]) -> None:
+def _fill_struct(target: struct_pb2.Struct, data: dict[str, Any], level: int) -> None:
+    """Fill the Struct at nesting `level`: its map entries are one level down, their Values
+    two, so a level of JSON object costs three levels of protobuf."""
+    if level > MAX_NESTING:
+        raise _too_deep()
     target.SetInParent()
     fields = target.fields
     for key, item in data.items():
-        _set_value(fields[key], item)
+        _set_value(fields[key], item, level + 2)
 
 
-def _fill_list(target: struct_pb2.ListValue, data: list[Any]) -> None:
+def _fill_list(target: struct_pb2.ListValue, data: list[Any], level: int) -> None:
+    if level > MAX_NESTING:
+        raise _too_deep()
     target.SetInParent()
     for item in data:
-        _set_value(target.values.add(), item)
+        _set_value(target.values.add(), item, level + 1)
+
+
+MAX_NESTING = 100
+"""How deep messages may nest below the top one: the default recursion limit of the protobuf
+parsers of C++, Java, Python (upb) and C#. A message nested deeper serializes, but the
+caller's generated client cannot decode it, so `from_json` refuses JSON that would need it
+(a JSON object inside a Struct costs 3 levels, so about 32 levels of JSON fit)."""
+
+
+class _Nesting(threading.local):
+    """The nesting level of the message `_fill` is filling, for the free-form fillers below
+    it. One per thread: translation is synchronous, but Python users may call it from threads.
+    """
+
+    level = 0
+
+
+_nesting = _Nesting()
+
+
+def _too_deep() -> TranslationError:
+    return TranslationError(
+        f"JSON nested deeper than protobuf's limit of {MAX_NESTING} message levels, which "
+        "generated clients cannot decode"
+    )
 
 
 # --------------------------------------------------------------------------- plans
@@ -160,17 +196,23 @@ _LIST_VALUE = struct_pb2.ListValue.DESCRIPTOR.full_name
 
 
 class _Plan:
-    """How one message type reads and writes JSON."""
+    """How one message type reads and writes JSON.
 
-    __slots__ = ("has_extra", "readers", "writers")
+    A request plan (`_request_plan`) writes only, and writes the `type` that a oneof member
+    implies when the message does not say it (`implied`, and `_with_type` on union members).
+    """
+
+    __slots__ = ("has_extra", "implied", "readers", "writers")
 
     def __init__(self) -> None:
         self.readers: dict[str, Reader] = {}
         self.writers: dict[int, tuple[str, Writer]] = {}
         self.has_extra = False
+        self.implied: tuple[str, dict[str, str]] | None = None
 
 
 _plans: dict[str, _Plan] = {}
+_request_plans: dict[str, _Plan] = {}
 
 
 def _plan(descriptor: Descriptor) -> _Plan:
@@ -179,8 +221,74 @@ def _plan(descriptor: Descriptor) -> _Plan:
         plan = _Plan()
         # Registered before it is filled, so recursive message types terminate.
         _plans[descriptor.full_name] = plan
-        _compile(descriptor, plan)
+        _compile(descriptor, plan, request=False)
     return plan
+
+
+def _request_plan(descriptor: Descriptor) -> _Plan:
+    plan = _request_plans.get(descriptor.full_name)
+    if plan is None:
+        plan = _Plan()
+        _request_plans[descriptor.full_name] = plan
+        _compile(descriptor, plan, request=True)
+    return plan
+
+
+# Implied types ------------------------------------------------------------
+# Two shapes in the protos name a JSON `type` by the oneof member that is set, and the OpenAI
+# API requires that `type` in a request. Both are found from the descriptors, so a message
+# added in either shape is covered without code here:
+# * a message with a `type` and one oneof: `type` is the JSON key of the member that is set
+#   (ContentPart `image_url` -> "image_url", Tool `function` -> "function", ToolChoice
+#   `allowed_tools`, ToolCall `custom`, Prediction's `content` union -> "content");
+# * a member of a union whose message has a `type` and no oneof of its own: `type` is the
+#   member's variant (`response_format_json_object` -> "json_object").
+
+
+def _written_oneofs(descriptor: Descriptor) -> list[OneofDescriptor]:
+    return [o for o in descriptor.oneofs if not _is_synthetic(o)]
+
+
+def _has_type(descriptor: Descriptor) -> bool:
+    field = descriptor.fields_by_name.get("type")
+    return field is not None and field.type == FieldDescriptor.TYPE_STRING
+
+
+def type_oneof(descriptor: Descriptor) -> OneofDescriptor | None:
+    """The oneof whose set member names `descriptor`'s JSON `type`, if it has one: a request
+    body carries the member's JSON key as `type` when the message does not set it."""
+    name = descriptor.full_name
+    if name not in _type_oneofs:
+        oneofs = _written_oneofs(descriptor)
+        _type_oneofs[name] = oneofs[0] if _has_type(descriptor) and len(oneofs) == 1 else None
+    return _type_oneofs[name]
+
+
+_type_oneofs: dict[str, OneofDescriptor | None] = {}
+
+
+def _implied_by_member(descriptor: Descriptor) -> tuple[str, dict[str, str]] | None:
+    oneof = type_oneof(descriptor)
+    if oneof is None:
+        return None
+    union = _is_union(oneof)
+    keys = {f.name: oneof.name if union else _JSON_KEYS.get(f.name, f.name) for f in oneof.fields}
+    return oneof.name, keys
+
+
+def _implied_by_variant(oneof: OneofDescriptor, field: FieldDescriptor) -> str | None:
+    message_type = field.message_type
+    if message_type is None or not _has_type(message_type) or _written_oneofs(message_type):
+        return None
+    return field.name[len(oneof.name) + 1 :]
+
+
+def _with_type(writer: Writer, variant: str) -> Writer:
+    def write(msg: Message) -> Any:
+        out = writer(msg)
+        return out if "type" in out else {"type": variant, **out}
+
+    return write
 
 
 def _is_union(oneof: OneofDescriptor) -> bool:
@@ -210,7 +318,9 @@ def _is_synthetic(oneof: OneofDescriptor) -> bool:
     return len(fields) == 1 and oneof.name == "_" + fields[0].name
 
 
-def _compile(descriptor: Descriptor, plan: _Plan) -> None:
+def _compile(descriptor: Descriptor, plan: _Plan, *, request: bool) -> None:
+    if request:
+        plan.implied = _implied_by_member(descriptor)
     unions = [o for o in descriptor.oneofs if _is_union(o) and not _is_synthetic(o)]
     in_union = {f.name for o in unions for f in o.fields}
     plain = {
@@ -226,19 +336,24 @@ def _compile(descriptor: Descriptor, plan: _Plan) -> None:
         if field.name in in_union:
             continue
         key = _JSON_KEYS.get(field.name, field.name)
-        reader = _field_reader(field)
-        if field.name in plain:
-            reader = _first_member_wins(reader, plain[field.name], field.name)
-        plan.readers[key] = reader
-        plan.writers[field.number] = (key, _field_writer(field))
+        if not request:
+            reader = _field_reader(field)
+            if field.name in plain:
+                reader = _first_member_wins(reader, plain[field.name], field.name)
+            plan.readers[key] = reader
+        plan.writers[field.number] = (key, _field_writer(field, request))
     for oneof in unions:
-        plan.readers[oneof.name] = _union_reader(oneof)
+        if not request:
+            plan.readers[oneof.name] = _union_reader(oneof)
         for field in oneof.fields:
             writer = (
-                _wrapper_writer(field.message_type)
+                _wrapper_writer(field.message_type, request)
                 if field.message_type is not None and _is_list_wrapper(field.message_type)
-                else _field_writer(field)
+                else _field_writer(field, request)
             )
+            variant = _implied_by_variant(oneof, field) if request else None
+            if variant is not None:
+                writer = _with_type(writer, variant)
             plan.writers[field.number] = (oneof.name, writer)
 
 
@@ -336,14 +451,14 @@ def _message_reader(name: str, message_type: Descriptor) -> Reader:
         def read_struct(msg: Message, value: Any) -> bool:
             if type(value) is not dict:
                 return False
-            _fill_struct(getattr(msg, name), value)
+            _fill_struct(getattr(msg, name), value, _nesting.level + 1)
             return True
 
         return read_struct
     if full_name == _VALUE:
 
         def read_value(msg: Message, value: Any) -> bool:
-            _set_value(getattr(msg, name), value)
+            _set_value(getattr(msg, name), value, _nesting.level + 1)
             return True
 
         return read_value
@@ -352,7 +467,7 @@ def _message_reader(name: str, message_type: Descriptor) -> Reader:
         def read_list_value(msg: Message, value: Any) -> bool:
             if type(value) is not list:
                 return False
-            _fill_list(getattr(msg, name), value)
+            _fill_list(getattr(msg, name), value, _nesting.level + 1)
             return True
 
         return read_list_value
@@ -362,7 +477,7 @@ def _message_reader(name: str, message_type: Descriptor) -> Reader:
             return False
         sub = getattr(msg, name)
         sub.SetInParent()
-        _fill(sub, value)
+        _fill(sub, value, _nesting.level + 1)
         return True
 
     return read_message
@@ -402,7 +517,7 @@ def _repeated_message_reader(field: FieldDescriptor) -> Reader:
     message_type = _message_type(field)
     full_name = message_type.full_name
     if full_name in (_STRUCT, _LIST_VALUE, _VALUE):
-        filler: Callable[[Any, Any], None] = {  # type: ignore[assignment]
+        filler: Callable[[Any, Any, int], None] = {  # type: ignore[assignment]
             _STRUCT: _fill_struct,
             _LIST_VALUE: _fill_list,
             _VALUE: _set_value,
@@ -415,8 +530,9 @@ def _repeated_message_reader(field: FieldDescriptor) -> Reader:
             if expected is not None and not all(type(v) is expected for v in value):
                 return False
             target = getattr(msg, name)
+            level = _nesting.level + 1
             for item in value:
-                filler(target.add(), item)
+                filler(target.add(), item, level)
             return True
 
         return read_wkt
@@ -440,8 +556,9 @@ def _repeated_message_reader(field: FieldDescriptor) -> Reader:
         if type(value) is not list or not value or not all(type(v) is dict for v in value):
             return False
         target = getattr(msg, name)
+        level = _nesting.level + 1
         for item in value:
-            _fill(target.add(), item)
+            _fill(target.add(), item, level)
         return True
 
     return read
@@ -470,24 +587,25 @@ def _map_reader(field: FieldDescriptor) -> Reader:
         if expected is not object and not all(type(v) is expected for v in value.values()):
             return False
         target = getattr(msg, name)
+        level = _nesting.level + 2  # below the map entry
         for key, item in value.items():
-            _fill_any(target[key], item)
+            _fill_any(target[key], item, level)
         return True
 
     return read_message_map
 
 
-def _fill_any(target: Message, value: Any) -> None:
+def _fill_any(target: Message, value: Any, level: int) -> None:
     full_name = target.DESCRIPTOR.full_name
     if full_name == _STRUCT:
-        _fill_struct(target, value)  # type: ignore[arg-type]
+        _fill_struct(target, value, level)  # type: ignore[arg-type]
     elif full_name == _LIST_VALUE:
-        _fill_list(target, value)  # type: ignore[arg-type]
+        _fill_list(target, value, level)  # type: ignore[arg-type]
     elif full_name == _VALUE:
-        _set_value(target, value)  # type: ignore[arg-type]
+        _set_value(target, value, level)  # type: ignore[arg-type]
     else:
         target.SetInParent()
-        _fill(target, value)
+        _fill(target, value, level)
 
 
 # Unions -------------------------------------------------------------------
@@ -555,13 +673,13 @@ def _member_reader(field: FieldDescriptor) -> Reader:
 # Writers ------------------------------------------------------------------
 
 
-def _field_writer(field: FieldDescriptor) -> Writer:
+def _field_writer(field: FieldDescriptor, request: bool) -> Writer:
     message_type = field.message_type
     if message_type is not None and message_type.GetOptions().map_entry:
         value_type = message_type.fields_by_name["value"].message_type
         if value_type is None:
             return dict
-        element = _message_writer(value_type)
+        element = _message_writer(value_type, request)
         return lambda m: {k: element(v) for k, v in m.items()}
     if _is_repeated(field):
         if message_type is None:
@@ -569,13 +687,13 @@ def _field_writer(field: FieldDescriptor) -> Writer:
                 return lambda values: [base64.b64encode(v).decode() for v in values]
             return list
         element = (
-            _wrapper_writer(message_type)
+            _wrapper_writer(message_type, request)
             if _is_list_wrapper(message_type)
-            else _message_writer(message_type)
+            else _message_writer(message_type, request)
         )
         return lambda values: [element(v) for v in values]
     if message_type is not None:
-        return _message_writer(message_type)
+        return _message_writer(message_type, request)
     if field.type == FieldDescriptor.TYPE_BYTES:
         return lambda v: base64.b64encode(v).decode()
     return _identity
@@ -585,7 +703,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _message_writer(descriptor: Descriptor) -> Writer:
+def _message_writer(descriptor: Descriptor, request: bool) -> Writer:
     full_name = descriptor.full_name
     if full_name == _STRUCT:
         return struct_to_python
@@ -593,32 +711,41 @@ def _message_writer(descriptor: Descriptor) -> Writer:
         return value_to_python
     if full_name == _LIST_VALUE:
         return _list_to_python
-    return to_json
+    return _request_json if request else to_json
 
 
-def _wrapper_writer(descriptor: Descriptor) -> Writer:
-    values = _field_writer(descriptor.fields[0])
+def _wrapper_writer(descriptor: Descriptor, request: bool) -> Writer:
+    values = _field_writer(descriptor.fields[0], request)
     return lambda wrapper: values(wrapper.values)
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def _fill(msg: Message, data: dict[str, Any]) -> None:
+def _fill(msg: Message, data: dict[str, Any], level: int) -> None:
+    """Fill `msg`, which is nested `level` messages below the top one."""
+    if level > MAX_NESTING:
+        raise _too_deep()
     plan = _plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
     readers = plan.readers
     extra: dict[str, Any] | None = None
-    for key, value in data.items():
-        reader = readers.get(key)
-        if reader is None or value is None or not reader(msg, value):
-            if extra is None:
-                extra = {}
-            extra[key] = value
-    if extra:
-        if not plan.has_extra:
-            names = ", ".join(sorted(extra))
-            raise TranslationError(f"{msg.DESCRIPTOR.full_name} has no field for {names}")
-        _fill_struct(getattr(msg, EXTRA_FIELDS), extra)
+    nesting = _nesting
+    outer = nesting.level
+    nesting.level = level
+    try:
+        for key, value in data.items():
+            reader = readers.get(key)
+            if reader is None or value is None or not reader(msg, value):
+                if extra is None:
+                    extra = {}
+                extra[key] = value
+        if extra:
+            if not plan.has_extra:
+                names = ", ".join(sorted(extra))
+                raise TranslationError(f"{msg.DESCRIPTOR.full_name} has no field for {names}")
+            _fill_struct(getattr(msg, EXTRA_FIELDS), extra, level + 1)
+    finally:
+        nesting.level = outer
 
 
 def from_json(message_type: type[M], data: Any) -> M:
@@ -631,18 +758,22 @@ def from_json(message_type: type[M], data: Any) -> M:
     msg = message_type()
     try:
         try:
-            _fill(msg, data)
+            _fill(msg, data, 0)
         except UnicodeEncodeError:
             # JSON may escape a lone UTF-16 surrogate ("\ud83d", half of an emoji); protobuf
             # strings must be valid UTF-8. Such characters become U+FFFD, as in any UTF-8
             # decoder, rather than failing the whole message. The only lossy case, off the
             # fast path.
             msg = message_type()
-            _fill(msg, _replace_surrogates(data))
+            _fill(msg, _replace_surrogates(data), 0)
     except OverflowError:
         # An integer literal beyond 1e308 (Python's JSON decoder keeps it exact; no double,
         # and so no protobuf number, can hold it).
         raise TranslationError("a number beyond the range of a double (about 1e308)") from None
+    except RecursionError:
+        # Only `_replace_surrogates` on JSON nested near Python's recursion limit gets here:
+        # `_fill` stops at MAX_NESTING long before.
+        raise _too_deep() from None
     return msg
 
 
@@ -667,7 +798,23 @@ def from_json_bytes(message_type: type[M], raw: bytes | str) -> M:
 
 def to_json(msg: Message) -> dict[str, Any]:
     """The message as the JSON object the OpenAI API uses; the inverse of `from_json`."""
-    plan = _plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
+    return _write(msg, _plan(msg.DESCRIPTOR))  # type: ignore[arg-type]
+
+
+def _request_json(msg: Message) -> dict[str, Any]:
+    """`to_json`, with the `type` that a oneof member implies where the message does not set
+    it (see "Implied types"); a `type` the caller set, as a field or in extra_fields, stays."""
+    plan = _request_plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
+    out = _write(msg, plan)
+    implied = plan.implied
+    if implied is not None and "type" not in out:
+        member = msg.WhichOneof(implied[0])
+        if member is not None:
+            out = {"type": implied[1][member], **out}
+    return out
+
+
+def _write(msg: Message, plan: _Plan) -> dict[str, Any]:
     writers = plan.writers
     out: dict[str, Any] = {}
     extra: struct_pb2.Struct | None = None
@@ -686,8 +833,16 @@ def to_json(msg: Message) -> dict[str, Any]:
 
 
 def to_json_bytes(msg: Message) -> bytes:
-    """The message as compact UTF-8 JSON text (what goes on the wire to the upstream)."""
-    return json.dumps(to_json(msg), separators=(",", ":"), ensure_ascii=False).encode()
+    """The message as compact UTF-8 JSON text (what goes on the wire to the upstream).
+
+    JSON has no NaN or Infinity: a message holding one is a TranslationError, not the
+    tokens `NaN` / `Infinity` that Python's encoder writes by default and parsers refuse."""
+    try:
+        return json.dumps(
+            to_json(msg), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except ValueError as exc:
+        raise TranslationError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- typed shortcuts
@@ -731,8 +886,10 @@ def request_body(
 ) -> dict[str, Any]:
     """The JSON body the bridge sends upstream for `request`: `to_json`, with `stream` set by
     the RPC (true for StreamChatCompletionRequest, absent otherwise) whatever extra_fields
-    says, so a stray key cannot turn a unary call into a stream or the reverse."""
-    body = to_json(request)
+    says, so a stray key cannot turn a unary call into a stream or the reverse, and with the
+    `type` each set oneof member implies where the message leaves it out (a content part with
+    only `image_url` is sent as `{"type": "image_url", ...}`, as the API requires)."""
+    body = _request_json(request)
     if isinstance(request, chat_pb2.StreamChatCompletionRequest):
         body["stream"] = True
     else:

@@ -498,7 +498,9 @@ class Upstream:
 
 
 def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """Request bodies are JSON: a NaN or Infinity (validate.json_values refuses them first)
+    is a ValueError here, never the invalid tokens `NaN` / `Infinity` on the wire."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _spent(deadline: float | None) -> bool:

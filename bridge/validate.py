@@ -7,16 +7,46 @@ could make the bridge itself misbehave (a model id that would escape its URL pat
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import contextlib
+import inspect
+import json
+import math
+import re
+import string
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
 
+import grpc
 from aigateway.v1 import chat_pb2, embeddings_pb2
-from google.protobuf.message import Message
+from google.protobuf import struct_pb2
+from google.protobuf.descriptor import FieldDescriptor, OneofDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from bridge.errors import BridgeError, invalid_argument, resource_exhausted
+from bridge.translate import type_oneof
 
 ChatRequest: TypeAlias = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
 
 _MAX_MODEL_ID = 256
+"""Longer than any real id: Bedrock inference-profile ARNs, the longest seen, are about 120."""
+
+_MODEL_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:/@")
+"""What real model ids are made of, and nothing else: `openai/gpt-4o-mini`,
+`meta-llama/Llama-3.1-8B-Instruct`, Ollama's `qwen2.5-coder:7b-instruct-q4_K_M`, fine-tuned
+`ft:gpt-4o-mini:org:custom:id`, Vertex's `claude-3-5-sonnet@20240620`, Cloudflare's
+`@cf/meta/llama-3.1-8b-instruct`, Bedrock's `anthropic.claude-3-5-sonnet-20240620-v1:0` and
+its ARNs, Azure deployment names. An allow-list, not a list of known escapes: `;` (`..;/`
+matrix parameters), `%`, `?`, `#`, `\\`, whitespace, control and non-ASCII characters can
+each change what a URL path or a log line means somewhere, and no model id needs them."""
+
+_ALLOWED_DESCRIPTION = "ASCII letters, digits and '-', '_', '.', ':', '/', '@'"
+
+MAX_NESTING = 100
+"""How deep messages may nest below the request: the default recursion limit of the protobuf
+parsers of C++, Java, Python (upb) and C#. grpc refuses a deeper request before the servicer
+sees it (`DecodingInterceptor`); the check in `json_values` keeps the rule whatever parser
+decoded the request. A level of free-form JSON costs 3 levels in a Struct (Struct, map entry,
+Value) and 2 in a list, so a caller's JSON nests at most about 32 objects deep."""
 
 
 def message_size(request: Message, limit: int) -> None:
@@ -33,22 +63,31 @@ def message_size(request: Message, limit: int) -> None:
 
 
 def model_id(model: str, field: str = "model") -> None:
-    """A model id must be a plain path: no `..`, query, fragment, control chars or `//`."""
+    """A model id is made of `_MODEL_ID_CHARS`, in `/`-separated segments none of which is
+    empty, `.` or `..`, so that it names the same thing in a JSON body, in a URL path
+    (`/models/{model}`) and in a log line.
+
+    The one real kind of id this refuses: vLLM and llama.cpp name a model by the absolute path
+    it was loaded from unless told otherwise (`/models/Llama-3.1-8B`); serve it with
+    `--served-model-name` (or llama.cpp's `--alias`) to call it through the bridge.
+    """
     if not model:
         raise invalid_argument(field, "is required, e.g. 'openai/gpt-4o-mini'")
     if len(model) > _MAX_MODEL_ID:
         raise invalid_argument(field, f"is longer than {_MAX_MODEL_ID} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in model):
-        raise invalid_argument(field, "must not contain control characters")
-    if "?" in model or "#" in model or "\\" in model or "%" in model:
-        raise invalid_argument(field, f"must not contain '?', '#', '%' or '\\': {model!r}")
-    segments = model.split("/")
-    if any(s in ("", ".", "..") for s in segments):
-        raise invalid_argument(field, f"must not have empty, '.' or '..' path segments: {model!r}")
+    for position, char in enumerate(model):
+        if char not in _MODEL_ID_CHARS:
+            raise invalid_argument(
+                field,
+                f"may contain only {_ALLOWED_DESCRIPTION}; found {char!a} at position {position}",
+            )
+    if any(s in ("", ".", "..") for s in model.split("/")):
+        raise invalid_argument(field, "must not have empty, '.' or '..' segments between its '/'")
 
 
 def chat(request: ChatRequest) -> None:
     model_id(request.model)
+    json_values(request)
     if not request.messages:
         raise invalid_argument("messages", "needs at least one message")
     for i, message in enumerate(request.messages):
@@ -78,6 +117,7 @@ def chat(request: ChatRequest) -> None:
 
 def embeddings(request: embeddings_pb2.CreateEmbeddingsRequest) -> None:
     model_id(request.model)
+    json_values(request)
     form = request.WhichOneof("input")
     empty = (
         form is None
@@ -102,4 +142,248 @@ def _range(request: Message, field: str, low: float, high: float) -> None:
             raise invalid_argument(field, f"must be between {low} and {high}, got {value}")
 
 
-__all__ = ["BridgeError", "chat", "embeddings", "message_size", "model_id"]
+# --------------------------------------------------------------------------- JSON values
+
+_DOUBLES = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+_LIST_VALUE = struct_pb2.ListValue.DESCRIPTOR.full_name
+_VALUE = struct_pb2.Value.DESCRIPTOR.full_name
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_PATH = 200
+"""A field path in a message is cut here: a caller chooses the keys of its Structs."""
+
+
+def json_values(request: Message) -> None:
+    """Every number in the request can be JSON, and messages nest no deeper than protobuf's
+    limit, or INVALID_ARGUMENT naming the field.
+
+    JSON has no NaN or Infinity: Python's encoder would write the tokens `NaN` and
+    `-Infinity`, which no upstream parses (or worse, some do). A double in a typed field or in
+    a caller's free-form Struct (`extra_fields`, tool `parameters`, a `json_schema`'s
+    `schema`, `providerOptions`, ...) is checked alike, by walking the message's descriptors.
+    """
+    _walk_message(request, "", 0)
+
+
+def _too_deep(path: str) -> BridgeError:
+    return invalid_argument(
+        _bounded(path),
+        f"nests messages deeper than protobuf's limit of {MAX_NESTING} levels (a level of "
+        "JSON in a Struct counts 3)",
+    )
+
+
+def _not_finite(path: str, value: float) -> BridgeError:
+    name = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return invalid_argument(
+        _bounded(path), f"is {name}, which JSON cannot represent; send a finite number"
+    )
+
+
+def _bounded(path: str) -> str:
+    return path if len(path) <= _MAX_PATH else path[: _MAX_PATH - 3] + "..."
+
+
+def _join(path: str, key: str) -> str:
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{_quoted(key)}]"
+
+
+def _quoted(key: str) -> str:
+    """A Struct key as it can appear in a status message: JSON-quoted, ASCII, bounded."""
+    return json.dumps(key if len(key) <= 64 else key[:61] + "...")
+
+
+def _walk_message(message: Message, path: str, depth: int) -> None:
+    oneof = type_oneof(message.DESCRIPTOR)  # type: ignore[arg-type]
+    if oneof is not None and message.WhichOneof(oneof.name) is None:
+        _needs_type(message, oneof, path)
+    for field, value in message.ListFields():
+        name = _join(path, field.name)
+        message_type = field.message_type
+        if message_type is None:
+            if field.type in _DOUBLES:
+                values = value if field.is_repeated else (value,)
+                for v in values:
+                    if not math.isfinite(v):
+                        raise _not_finite(name, v)
+            continue
+        if message_type.GetOptions().map_entry:
+            value_field = message_type.fields_by_name["value"]
+            for key, item in value.items():
+                item_path = f"{name}[{_quoted(str(key))}]"
+                if value_field.message_type is not None:
+                    _walk_any(item, item_path, depth + 2)
+                elif value_field.type in _DOUBLES and not math.isfinite(item):
+                    raise _not_finite(item_path, item)
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                _walk_any(item, f"{name}[{i}]", depth + 1)
+        else:
+            _walk_any(value, name, depth + 1)
+
+
+def _needs_type(message: Message, oneof: OneofDescriptor, path: str) -> None:
+    """A message whose `type` is named by its oneof member, with neither set, cannot be sent:
+    the API requires `type`, and nothing says which (`tool_choice_named {}`, an empty part)."""
+    if message.HasField("type"):
+        return
+    extra = getattr(message, "extra_fields", None)
+    if extra is not None and "type" in extra.fields:
+        return
+    members = ", ".join(f.name for f in oneof.fields)
+    raise invalid_argument(
+        _bounded(_join(path, "type")), f"is required: set it or one of {members}"
+    )
+
+
+def _walk_any(message: Message, path: str, depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise _too_deep(path)
+    full_name = message.DESCRIPTOR.full_name
+    if full_name == _STRUCT:
+        _walk_struct(message, path, depth)  # type: ignore[arg-type]
+    elif full_name == _LIST_VALUE:
+        _walk_list(message, path, depth)  # type: ignore[arg-type]
+    elif full_name == _VALUE:
+        _walk_value(message, path, depth)  # type: ignore[arg-type]
+    else:
+        _walk_message(message, path, depth)
+
+
+def _walk_struct(struct: struct_pb2.Struct, path: str, depth: int) -> None:
+    """A Struct at `depth` holds map entries at depth + 1 and their Values at depth + 2."""
+    if depth > MAX_NESTING:
+        raise _too_deep(path)
+    for key, value in struct.fields.items():
+        _walk_value(value, _join(path, key), depth + 2)
+
+
+def _walk_list(values: struct_pb2.ListValue, path: str, depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise _too_deep(path)
+    for i, value in enumerate(values.values):
+        _walk_value(value, f"{path}[{i}]", depth + 1)
+
+
+def _walk_value(value: struct_pb2.Value, path: str, depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise _too_deep(path)
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        if not math.isfinite(value.number_value):
+            raise _not_finite(path, value.number_value)
+    elif kind == "struct_value":
+        _walk_struct(value.struct_value, path, depth + 1)
+    elif kind == "list_value":
+        _walk_list(value.list_value, path, depth + 1)
+
+
+# --------------------------------------------------------------------------- undecodable
+
+Behavior: TypeAlias = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+
+
+class _Undecodable:
+    """Stands for a request whose bytes protobuf refused, until the handler refuses the call."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BridgeError) -> None:
+        self.error = error
+
+
+class DecodingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A request that protobuf cannot decode is INVALID_ARGUMENT, not UNKNOWN.
+
+    grpc decodes the request with the handler's deserializer before any servicer code runs,
+    and reports a parser's exception as UNKNOWN "Unexpected DecodeError" with a traceback in
+    the log, per call. The usual cause is nesting deeper than `MAX_NESTING` (a caller's Struct
+    about 33 objects deep), or a string that is not UTF-8. This interceptor gives unary-request
+    handlers a deserializer that returns a stand-in instead of raising, and a behavior that
+    refuses the stand-in with a status that says what is wrong. Innermost, so that the
+    interceptors outside it (logs, metrics, access) see an ordinary refused call.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        deserializer = _tolerant(handler.request_deserializer)
+        if handler.unary_unary is not None:
+            return handler._replace(
+                request_deserializer=deserializer, unary_unary=_unary(handler.unary_unary)
+            )
+        if handler.unary_stream is not None:
+            # A server-streaming method is an async generator, or a coroutine that writes
+            # with context.write (grpc's health Watch).
+            wrap = _streaming if inspect.isasyncgenfunction(handler.unary_stream) else _unary
+            return handler._replace(
+                request_deserializer=deserializer, unary_stream=wrap(handler.unary_stream)
+            )
+        return handler
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return _Undecodable(_undecodable(str(exc)))
+
+    return deserialize
+
+
+def _undecodable(reason: str) -> BridgeError:
+    if "depth" in reason.lower():
+        return invalid_argument(
+            "request",
+            f"nests messages deeper than protobuf's limit of {MAX_NESTING} levels (each level "
+            "of JSON in a google.protobuf.Struct counts 3, so about 32 levels of JSON fit)",
+        )
+    return invalid_argument(
+        "request",
+        "is not a valid protobuf encoding of this method's request message (a string field "
+        "that is not UTF-8, a truncated or mistyped field)",
+    )
+
+
+def _unary(behavior: Behavior) -> Behavior:
+    async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, _Undecodable):
+            await request.error.abort(context)
+        return await behavior(request, context)
+
+    return checked
+
+
+def _streaming(behavior: Behavior) -> Behavior:
+    async def checked(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        if isinstance(request, _Undecodable):
+            await request.error.abort(context)
+        # aclosing: a cancelled call closes the servicer's generator (and with it the upstream
+        # response) at once, as the access guard does.
+        async with contextlib.aclosing(behavior(request, context)) as messages:
+            async for message in messages:
+                yield message
+
+    return checked
+
+
+__all__ = [
+    "MAX_NESTING",
+    "BridgeError",
+    "DecodingInterceptor",
+    "chat",
+    "embeddings",
+    "json_values",
+    "message_size",
+    "model_id",
+]
