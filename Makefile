@@ -1,34 +1,41 @@
 # Two commands matter: `make run` serves, `make test` runs every test.
-# Both create the virtual environment they need first.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
-PROTOS := $(shell find protos -name '*.proto')
-LISTEN ?= 127.0.0.1:50051
+# Both create the virtual environment they need first: `make run` installs only what serving
+# needs (the runtime dependencies), `make test` adds the `dev` extra (each has its own stamp).
+PYTHON    ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-stamp
+STAMP     := $(VENV)/.dev-stamp
+PROTOS    := $(shell find protos -name '*.proto')
+# LISTEN is unset unless given (`make run LISTEN=HOST:PORT` or in the environment): then the
+# bridge's own default applies, BRIDGE_LISTEN or 127.0.0.1:50051, as for every other option.
 
 .PHONY: run test demo generate check-generated lint typecheck clean dev-upstream
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-## run: serve on $(LISTEN) against $$BRIDGE_UPSTREAM_URL (default: the Vercel AI Gateway)
-run: $(STAMP)
-	$(BIN)/python -m bridge serve --listen $(LISTEN)
+## run: serve with the configuration of the environment (BRIDGE_LISTEN, BRIDGE_UPSTREAM_URL, ...;
+## default 127.0.0.1:50051 against the Vercel AI Gateway); LISTEN=HOST:PORT overrides the address
+run: $(RUN_STAMP)
+	$(BIN)/python -m bridge serve $(if $(LISTEN),--listen $(LISTEN))
 
 ## test: lint, type check, then every test (unit, integration, generated-code freshness)
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
 
 ## demo: local development upstream + bridge + a client streaming a chat, all offline
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/python -m bridge demo
 
 ## dev-upstream: the local OpenAI-compatible development upstream on 127.0.0.1:8080
-dev-upstream: $(STAMP)
+dev-upstream: $(RUN_STAMP)
 	$(BIN)/python -m bridge dev-upstream --listen 127.0.0.1:8080
 
 ## docker: the container image aigateway-bridge:$(IMAGE_TAG) from deploy/Dockerfile (needs Docker)

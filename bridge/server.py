@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import grpc
 from aigateway.v1 import (
@@ -29,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bridge.auth import CallTracker, GuardInterceptor
-from bridge.config import Config
+from bridge.config import DEFAULT_UPSTREAM, Config
 from bridge.observe import Observability
 from bridge.service import ChatService, EmbeddingsService, ModelsService
 from bridge.upstream import Upstream
@@ -207,6 +208,33 @@ def describe_security(config: Config) -> str:
     return f"{transport}; {access}; callers' own authorization {own}"
 
 
+def startup_warnings(config: Config) -> list[str]:
+    """What a person starting the bridge should know before the first call fails.
+
+    Worded for the configured upstream: only the Vercel AI Gateway is known to need a
+    credential for chat and to list models without one; a local server (Ollama, vLLM, the
+    development upstream) often needs none at all.
+    """
+    if config.credential_source is not None:
+        return []
+    host = urlsplit(config.upstream_url).hostname or ""
+    if host == urlsplit(DEFAULT_UPSTREAM).hostname:
+        return [
+            "warning: no upstream credential configured: set AI_GATEWAY_API_KEY (or "
+            "VERCEL_OIDC_TOKEN), or have callers send 'authorization: Bearer <key>' metadata. "
+            "Until then, calls without their own credential fail with UNAUTHENTICATED "
+            "(listing models works without one).",
+            "To try the bridge offline without a key: `make demo` (development upstream, "
+            "bridge and a client in one command), or `make dev-upstream` and then "
+            "`BRIDGE_UPSTREAM_URL=http://127.0.0.1:8080/v1 make run`.",
+        ]
+    return [
+        f"note: no upstream credential configured: calls reach {config.upstream_url} "
+        "without authorization unless the caller sends 'authorization: Bearer <key>' "
+        "metadata (set AI_GATEWAY_API_KEY if this upstream wants a key)."
+    ]
+
+
 async def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code.
 
@@ -228,14 +256,8 @@ async def serve(config: Config) -> int:
         flush=True,
     )
     print(f"{worker}{describe_security(config)}", flush=True)
-    if config.credential_source is None:
-        print(
-            "warning: no upstream credential configured: set AI_GATEWAY_API_KEY (or "
-            "VERCEL_OIDC_TOKEN), or have callers send 'authorization: Bearer <key>' "
-            "metadata. Until then, calls without their own credential will fail with "
-            "UNAUTHENTICATED (listing models works at the Vercel AI Gateway).",
-            flush=True,
-        )
+    for line in startup_warnings(config):
+        print(f"{worker}{line}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
