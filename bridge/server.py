@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -27,11 +28,11 @@ from aigateway.v1 import (
     models_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from bridge.auth import CallTracker, GuardInterceptor
 from bridge.config import DEFAULT_UPSTREAM, Config
 from bridge.observe import Observability
+from bridge.reflection import Reflection
 from bridge.service import ChatService, EmbeddingsService, ModelsService
 from bridge.upstream import Upstream
 
@@ -43,6 +44,20 @@ SERVICE_NAMES = (
     embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name,
 )
 
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpcio-health-checking's servicer with `List`, which it leaves UNIMPLEMENTED."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        """Every service with a status, and the server as a whole (`""`), as Check sees them."""
+        reply = health_pb2.HealthListResponse()
+        for name, status in list(self._server_status.items()):
+            reply.statuses[name].status = status
+        return reply
+
+
 EXIT_DRAINED = 0
 EXIT_CANCELLED = 3
 
@@ -53,7 +68,7 @@ class Bridge:
 
     server: grpc.aio.Server
     upstream: Upstream
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     config: Config
     tracker: CallTracker = field(default_factory=CallTracker)
@@ -164,12 +179,10 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsService(upstream), server)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
     embeddings_pb2_grpc.add_EmbeddingsServiceServicer_to_server(EmbeddingsService(upstream), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        Reflection.for_services((*SERVICE_NAMES, health.SERVICE_NAME)).add_to_server(server)
     credentials = server_credentials(config)
     try:
         if credentials is None:
