@@ -129,6 +129,39 @@ $(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -nam
 	$(call need,mvn,examples-java needs Maven 3.8 or newer on PATH: https://maven.apache.org/)
 	cd examples/java && mvn -B -q -Dstyle.color=never package
 
+# --------------------------------------------------------------------------- gRPC tools
+# The tools people already point at a gRPC server, which the tests drive the bridge with
+# (tests/test_tools.py): grpcurl and ghz in reflection mode, grpc-health-probe. Built from the
+# Go module proxy at pinned versions into build/bin (needs Go; about 2-3 minutes the first time,
+# a stamp per version after that).
+TOOLS_BIN            := build/bin
+GRPCURL_VERSION      := v1.9.3
+HEALTH_PROBE_VERSION := v0.4.63
+GHZ_VERSION          := v0.120.0
+TOOLS := $(TOOLS_BIN)/.grpcurl@$(GRPCURL_VERSION) $(TOOLS_BIN)/.ghz@$(GHZ_VERSION) \
+	$(TOOLS_BIN)/.grpc-health-probe@$(HEALTH_PROBE_VERSION)
+GO_INSTALL = GOBIN=$(CURDIR)/$(TOOLS_BIN) go install
+
+.PHONY: tools
+
+## tools: build/bin/grpcurl, ghz and grpc-health-probe from the Go module proxy (pinned versions)
+tools: $(TOOLS)
+
+$(TOOLS_BIN)/.grpcurl@%:
+	$(call need,go,make tools needs Go 1.22 or newer on PATH: https://go.dev/dl/)
+	$(GO_INSTALL) github.com/fullstorydev/grpcurl/cmd/grpcurl@$*
+	touch $@
+
+$(TOOLS_BIN)/.ghz@%:
+	$(call need,go,make tools needs Go 1.22 or newer on PATH: https://go.dev/dl/)
+	$(GO_INSTALL) github.com/bojand/ghz/cmd/ghz@$*
+	touch $@
+
+$(TOOLS_BIN)/.grpc-health-probe@%:
+	$(call need,go,make tools needs Go 1.22 or newer on PATH: https://go.dev/dl/)
+	$(GO_INSTALL) github.com/grpc-ecosystem/grpc-health-probe@$*
+	touch $@
+
 # --------------------------------------------------------------------------- benchmarks
 # `make bench`: the bridge next to direct REST (httpx) and the openai SDK, in one run on
 # loopback (bench/run.py, about 5 minutes); results in bench/results/. The upstream is a
@@ -137,7 +170,6 @@ $(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -nam
 # of the translation hot paths (bench/micro, not part of `make test`).
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_BIN   := bench/bin
-GHZ_VERSION := v0.120.0
 
 .PHONY: bench bench-micro bench-profile bench-ghz
 

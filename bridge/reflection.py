@@ -8,9 +8,10 @@ serves only `v1alpha`. This module answers from the FileDescriptorProtos themsel
 * aigateway's protos and their imports come from the descriptor set that `make generate`
   writes next to the generated code (bridge.codegen.DESCRIPTOR_SET), with source info, so
   `grpcurl describe` shows the protos' documentation;
-* the health and reflection protos come from their Python packages (without comments; the
-  packages ship none); `grpc.reflection.v1`'s file is v1alpha's under its v1 name, since the
-  two are the same messages in another package.
+* the health and reflection protos, and google.rpc's `status.proto` and `error_details.proto`
+  (so that tools decode the details of an error status), come from their Python packages
+  (without comments; the packages ship none); `grpc.reflection.v1`'s file is v1alpha's
+  under its v1 name, since the two are the same messages in another package.
 
 Both services share one implementation: v1's messages are v1alpha's on the wire (same fields,
 same numbers), so v1 calls are decoded and answered with the v1alpha classes.
@@ -24,6 +25,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -44,6 +46,23 @@ def _file_of(module: Any) -> descriptor_pb2.FileDescriptorProto:
     proto = descriptor_pb2.FileDescriptorProto()
     module.DESCRIPTOR.CopyToProto(proto)
     return proto
+
+
+def _files_of(*modules: Any) -> list[descriptor_pb2.FileDescriptorProto]:
+    """The modules' files and everything they import, from the protobuf runtime."""
+    found: list[descriptor_pb2.FileDescriptorProto] = []
+    seen: set[str] = set()
+    pending = [module.DESCRIPTOR for module in modules]
+    while pending:
+        file = pending.pop()
+        if file.name in seen:
+            continue
+        seen.add(file.name)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        found.append(proto)
+        pending.extend(file.dependencies)
+    return found
 
 
 def _v1_file(v1alpha: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDescriptorProto:
@@ -127,9 +146,14 @@ class Reflection:
 
     @classmethod
     def for_services(cls, services: Sequence[str]) -> Reflection:
-        """aigateway's documented files, then health's and reflection's, both versions."""
+        """aigateway's documented files, the google.rpc details its errors carry (so that
+        grpcurl and other tools decode them), then health's and reflection's, both versions."""
         v1alpha = _file_of(reflection_pb2)
-        files = [*documented_files(), _file_of(health_pb2), v1alpha, _v1_file(v1alpha)]
+        files = [
+            *documented_files(),
+            *_files_of(status_pb2, error_details_pb2, health_pb2, reflection_pb2),
+            _v1_file(v1alpha),
+        ]
         return cls((*services, *SERVICE_NAMES), files)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
