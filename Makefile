@@ -63,19 +63,22 @@ clean:
 
 # --------------------------------------------------------------- protos, descriptor, examples
 # buf (pinned in the `dev` extra) checks and builds protos/. The examples build their clients
-# from protos/ with their own toolchains (Go, Node/npm, Java/Maven); packages come from the
-# Go module proxy, npm and Maven Central, pinned by go.sum, package-lock.json and pom.xml.
+# from protos/ with their own toolchains (Go, Node/npm, Java/Maven, Rust/cargo); packages come
+# from the Go module proxy, npm, Maven Central and crates.io, pinned by go.sum,
+# package-lock.json, pom.xml and Cargo.lock.
 BUF        := $(BIN)/buf
 BASELINE   := protos/baseline.binpb
 DESCRIPTOR := build/aigateway.binpb
 TS_DIR     := examples/typescript
 JAVA_JAR   := examples/java/target/aigateway-example.jar
+RUST_BIN   := examples/rust/target/debug/client
 # Where googleapis-common-protos installed google/rpc/*.proto (evaluated after $(STAMP)).
 GOOGLE_RPC  = $(shell $(BIN)/python -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(m.__file__))')
 # $(call need,COMMAND,MESSAGE): fail with MESSAGE unless COMMAND is on PATH.
 need = @command -v $(1) >/dev/null 2>&1 || { echo "$(2)" >&2; exit 1; }
 
-.PHONY: proto-check proto-baseline descriptor examples examples-go examples-typescript examples-java
+.PHONY: proto-check proto-baseline descriptor examples examples-go examples-typescript examples-java \
+	examples-rust
 
 ## proto-check: buf lint (STANDARD + COMMENTS), buf format, buf breaking against protos/baseline.binpb
 proto-check: $(STAMP)
@@ -94,8 +97,8 @@ $(DESCRIPTOR): $(PROTOS) buf.yaml $(STAMP)
 	@mkdir -p $(@D)
 	$(BUF) build --as-file-descriptor-set -o $@
 
-## examples: build the Go, TypeScript and Java example clients from protos/
-examples: examples-go examples-typescript examples-java
+## examples: build the Go, TypeScript, Java and Rust example clients from protos/
+examples: examples-go examples-typescript examples-java examples-rust
 
 ## examples-go: examples/go/bin/client (grpc-go; protoc-gen-go and protoc-gen-go-grpc from go.mod)
 examples-go: $(STAMP)
@@ -128,6 +131,15 @@ $(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -nam
 	$(call need,java,examples-java needs a JDK 17 or newer on PATH)
 	$(call need,mvn,examples-java needs Maven 3.8 or newer on PATH: https://maven.apache.org/)
 	cd examples/java && mvn -B -q -Dstyle.color=never package
+
+## examples-rust: examples/rust/target/debug/client (tonic, prost; protoc from protoc-bin-vendored)
+examples-rust: $(RUST_BIN)
+
+$(RUST_BIN): $(PROTOS) examples/rust/Cargo.toml examples/rust/Cargo.lock examples/rust/build.rs \
+		examples/rust/src/main.rs
+	$(call need,cargo,examples-rust needs Rust 1.85 or newer with cargo on PATH: https://rustup.rs/)
+	cd examples/rust && cargo build --locked --quiet
+	touch $@
 
 # --------------------------------------------------------------------------- gRPC tools
 # The tools people already point at a gRPC server, which the tests drive the bridge with

@@ -1,12 +1,12 @@
-"""The example clients in Go, TypeScript, Java and Python, built from protos/ and run against a
-live bridge in front of the development upstream.
+"""The example clients in Go, TypeScript, Java, Rust and Python, built from protos/ and run
+against a live bridge in front of the development upstream.
 
 Each example is built by its Makefile target and then run as a separate process, exactly as
-its README says. Its toolchain (Go, Node/npm, a JDK with Maven) must be on PATH: without it
-the test is skipped with a reason naming what is missing, and fails under CI (`CI=true`),
-where the full suite is required (tests/toolchains.py). Every example checks its own outcomes
-and exits non-zero on a surprise; this test also checks the lines it prints, so that all four
-languages are seen doing the same things.
+its README says. Its toolchain (Go, Node/npm, a JDK with Maven, Rust with cargo) must be on
+PATH: without it the test is skipped with a reason naming what is missing, and fails under CI
+(`CI=true`), where the full suite is required (tests/toolchains.py). Every example checks its
+own outcomes and exits non-zero on a surprise; this test also checks the lines it prints, so
+that all five languages are seen doing the same things.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ EXAMPLES = (
         ("java", "-jar", "examples/java/target/aigateway-example.jar"),
         ("java", "mvn"),
     ),
+    Example("rust", "examples-rust", ("examples/rust/target/debug/client",), ("cargo",)),
     Example("python", None, (sys.executable, "examples/python/client.py")),
 )
 
