@@ -42,16 +42,18 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return env
 
 
-async def run(*command: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+async def run(
+    *command: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         *command,
-        cwd=ROOT,
+        cwd=cwd,
         env=env or clean_environment(),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    output, _ = await asyncio.wait_for(process.communicate(), 300)
     assert process.returncode is not None
     return process.returncode, output.decode(errors="replace")
 
@@ -59,13 +61,14 @@ async def run(*command: str, env: dict[str, str] | None = None) -> tuple[int, st
 # ------------------------------------------------------------------------------- make run
 
 
-async def test_make_run_takes_its_address_and_upstream_from_the_environment() -> None:
+async def make_run_serves(root: Path) -> None:
+    """`make run` in `root`, configured by the environment only, serves and is healthy."""
     async with DevUpstream() as upstream:  # a local server that wants no key
         process = await asyncio.create_subprocess_exec(
             "make",
             "-s",
             "run",
-            cwd=ROOT,
+            cwd=root,
             env=clean_environment(BRIDGE_LISTEN="127.0.0.1:0", BRIDGE_UPSTREAM_URL=upstream.url),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -75,7 +78,7 @@ async def test_make_run_takes_its_address_and_upstream_from_the_environment() ->
         assert process.stdout is not None
         lines: list[str] = []
         try:
-            async with asyncio.timeout(120):
+            async with asyncio.timeout(300):  # a fresh clone installs first
                 while not any(line.startswith(("note:", "warning:")) for line in lines):
                     line = (await process.stdout.readline()).decode()
                     assert line, "make run ended early:\n" + "".join(lines)
@@ -95,6 +98,31 @@ async def test_make_run_takes_its_address_and_upstream_from_the_environment() ->
             if process.returncode is None:
                 os.killpg(process.pid, signal.SIGINT)
             await asyncio.wait_for(process.communicate(), 60)
+
+
+async def test_make_run_takes_its_address_and_upstream_from_the_environment() -> None:
+    await make_run_serves(ROOT)
+
+
+@pytest.mark.timeout(900)
+async def test_from_a_fresh_clone_the_quick_start_works(tmp_path: Path) -> None:
+    """The committed tree, cloned, with only Python: `make demo`, `make run`, the CLI."""
+    clone = tmp_path / "clone"
+    code, output = await run("git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone))
+    assert code == 0, output
+    code, output = await run("make", "-s", "demo", cwd=clone)
+    assert code == 0, output
+    assert re.search(r"usage: \d+ prompt \+ \d+ completion tokens", output), output
+    await make_run_serves(clone)
+    # Serving needs only the runtime dependencies: none of the development tools.
+    for tool in ("pytest", "mypy", "ruff", "buf"):
+        assert not (clone / ".venv" / "bin" / tool).exists(), f"make run installed {tool}"
+    for command in (
+        [".venv/bin/python", "-m", "bridge", "config"],
+        [".venv/bin/aigateway-bridge", "serve", "--help"],
+    ):
+        code, output = await run(*command, cwd=clone)
+        assert code == 0, f"{' '.join(command)}:\n{output}"
 
 
 async def test_a_taken_address_is_explained_without_grpc_core_noise(
