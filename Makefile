@@ -1,34 +1,41 @@
 # Two commands matter: `make run` serves, `make test` runs every test.
-# Both create the virtual environment they need first.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
-PROTOS := $(shell find protos -name '*.proto')
-LISTEN ?= 127.0.0.1:50051
+# Both create the virtual environment they need first: `make run` installs only what serving
+# needs (the runtime dependencies), `make test` adds the `dev` extra (each has its own stamp).
+PYTHON    ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-stamp
+STAMP     := $(VENV)/.dev-stamp
+PROTOS    := $(shell find protos -name '*.proto')
+# LISTEN is unset unless given (`make run LISTEN=HOST:PORT` or in the environment): then the
+# bridge's own default applies, BRIDGE_LISTEN or 127.0.0.1:50051, as for every other option.
 
 .PHONY: run test demo generate check-generated lint typecheck clean dev-upstream
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-## run: serve on $(LISTEN) against $$BRIDGE_UPSTREAM_URL (default: the Vercel AI Gateway)
-run: $(STAMP)
-	$(BIN)/python -m bridge serve --listen $(LISTEN)
+## run: serve with the configuration of the environment (BRIDGE_LISTEN, BRIDGE_UPSTREAM_URL, ...;
+## default 127.0.0.1:50051 against the Vercel AI Gateway); LISTEN=HOST:PORT overrides the address
+run: $(RUN_STAMP)
+	$(BIN)/python -m bridge serve $(if $(LISTEN),--listen $(LISTEN))
 
 ## test: lint, type check, then every test (unit, integration, generated-code freshness)
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
 
 ## demo: local development upstream + bridge + a client streaming a chat, all offline
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/python -m bridge demo
 
 ## dev-upstream: the local OpenAI-compatible development upstream on 127.0.0.1:8080
-dev-upstream: $(STAMP)
+dev-upstream: $(RUN_STAMP)
 	$(BIN)/python -m bridge dev-upstream --listen 127.0.0.1:8080
 
 ## docker: the container image aigateway-bridge:$(IMAGE_TAG) from deploy/Dockerfile (needs Docker)
@@ -56,19 +63,22 @@ clean:
 
 # --------------------------------------------------------------- protos, descriptor, examples
 # buf (pinned in the `dev` extra) checks and builds protos/. The examples build their clients
-# from protos/ with their own toolchains (Go, Node/npm, Java/Maven); packages come from the
-# Go module proxy, npm and Maven Central, pinned by go.sum, package-lock.json and pom.xml.
+# from protos/ with their own toolchains (Go, Node/npm, Java/Maven, Rust/cargo); packages come
+# from the Go module proxy, npm, Maven Central and crates.io, pinned by go.sum,
+# package-lock.json, pom.xml and Cargo.lock.
 BUF        := $(BIN)/buf
 BASELINE   := protos/baseline.binpb
 DESCRIPTOR := build/aigateway.binpb
 TS_DIR     := examples/typescript
 JAVA_JAR   := examples/java/target/aigateway-example.jar
+RUST_BIN   := examples/rust/target/debug/client
 # Where googleapis-common-protos installed google/rpc/*.proto (evaluated after $(STAMP)).
 GOOGLE_RPC  = $(shell $(BIN)/python -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(m.__file__))')
 # $(call need,COMMAND,MESSAGE): fail with MESSAGE unless COMMAND is on PATH.
 need = @command -v $(1) >/dev/null 2>&1 || { echo "$(2)" >&2; exit 1; }
 
-.PHONY: proto-check proto-baseline descriptor examples examples-go examples-typescript examples-java
+.PHONY: proto-check proto-baseline descriptor examples examples-go examples-typescript examples-java \
+	examples-rust
 
 ## proto-check: buf lint (STANDARD + COMMENTS), buf format, buf breaking against protos/baseline.binpb
 proto-check: $(STAMP)
@@ -87,8 +97,8 @@ $(DESCRIPTOR): $(PROTOS) buf.yaml $(STAMP)
 	@mkdir -p $(@D)
 	$(BUF) build --as-file-descriptor-set -o $@
 
-## examples: build the Go, TypeScript and Java example clients from protos/
-examples: examples-go examples-typescript examples-java
+## examples: build the Go, TypeScript, Java and Rust example clients from protos/
+examples: examples-go examples-typescript examples-java examples-rust
 
 ## examples-go: examples/go/bin/client (grpc-go; protoc-gen-go and protoc-gen-go-grpc from go.mod)
 examples-go: $(STAMP)
@@ -122,6 +132,48 @@ $(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -nam
 	$(call need,mvn,examples-java needs Maven 3.8 or newer on PATH: https://maven.apache.org/)
 	cd examples/java && mvn -B -q -Dstyle.color=never package
 
+## examples-rust: examples/rust/target/debug/client (tonic, prost; protoc from protoc-bin-vendored)
+examples-rust: $(RUST_BIN)
+
+$(RUST_BIN): $(PROTOS) examples/rust/Cargo.toml examples/rust/Cargo.lock examples/rust/build.rs \
+		examples/rust/src/main.rs
+	$(call need,cargo,examples-rust needs Rust 1.85 or newer with cargo on PATH: https://rustup.rs/)
+	cd examples/rust && cargo build --locked --quiet
+	touch $@
+
+# --------------------------------------------------------------------------- gRPC tools
+# The tools people already point at a gRPC server, which the tests drive the bridge with
+# (tests/test_tools.py): grpcurl and ghz in reflection mode, grpc-health-probe. Built from the
+# Go module proxy at pinned versions into build/bin (needs Go; about 2-3 minutes the first time,
+# a stamp per version after that).
+TOOLS_BIN            := build/bin
+GRPCURL_VERSION      := v1.9.3
+HEALTH_PROBE_VERSION := v0.4.63
+GHZ_VERSION          := v0.120.0
+TOOLS := $(TOOLS_BIN)/.grpcurl@$(GRPCURL_VERSION) $(TOOLS_BIN)/.ghz@$(GHZ_VERSION) \
+	$(TOOLS_BIN)/.grpc-health-probe@$(HEALTH_PROBE_VERSION)
+GO_INSTALL = GOBIN=$(CURDIR)/$(TOOLS_BIN) go install
+
+.PHONY: tools
+
+## tools: build/bin/grpcurl, ghz and grpc-health-probe from the Go module proxy (pinned versions)
+tools: $(TOOLS)
+
+$(TOOLS_BIN)/.grpcurl@%:
+	$(call need,go,make tools needs Go 1.22 or newer on PATH: https://go.dev/dl/)
+	$(GO_INSTALL) github.com/fullstorydev/grpcurl/cmd/grpcurl@$*
+	touch $@
+
+$(TOOLS_BIN)/.ghz@%:
+	$(call need,go,make tools needs Go 1.22 or newer on PATH: https://go.dev/dl/)
+	$(GO_INSTALL) github.com/bojand/ghz/cmd/ghz@$*
+	touch $@
+
+$(TOOLS_BIN)/.grpc-health-probe@%:
+	$(call need,go,make tools needs Go 1.22 or newer on PATH: https://go.dev/dl/)
+	$(GO_INSTALL) github.com/grpc-ecosystem/grpc-health-probe@$*
+	touch $@
+
 # --------------------------------------------------------------------------- benchmarks
 # `make bench`: the bridge next to direct REST (httpx) and the openai SDK, in one run on
 # loopback (bench/run.py, about 5 minutes); results in bench/results/. The upstream is a
@@ -130,7 +182,6 @@ $(JAVA_JAR): $(PROTOS) examples/java/pom.xml $(shell find examples/java/src -nam
 # of the translation hot paths (bench/micro, not part of `make test`).
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_BIN   := bench/bin
-GHZ_VERSION := v0.120.0
 
 .PHONY: bench bench-micro bench-profile bench-ghz
 

@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GENERATED = ROOT / "generated"
 PACKAGE = "aigateway"
+DESCRIPTOR_SET = Path(PACKAGE, "v1", "descriptor_set.binpb")
+"""A FileDescriptorSet of protos/ with its imports and comments (source info), package data
+that server reflection serves, so that `grpcurl describe` shows the documentation. The
+_pb2 modules' own descriptors carry no comments."""
 
 _PACKAGE_INIT = (
     '"""Generated code for the `{name}` proto package. Do not edit; run `make generate`."""\n'
@@ -35,6 +39,7 @@ def generate_into(out: Path) -> None:
     """Run protoc (from the pinned grpcio-tools) with the mypy-protobuf plugins into `out`."""
     well_known = resources.files("grpc_tools") / "_proto"
     bindir = Path(sys.executable).parent
+    (out / DESCRIPTOR_SET).parent.mkdir(parents=True, exist_ok=True)
     args = [
         sys.executable,
         "-m",
@@ -47,6 +52,9 @@ def generate_into(out: Path) -> None:
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+        "--include_imports",
+        "--include_source_info",
         *(str(p.relative_to(PROTOS)) for p in proto_files()),
     ]
     subprocess.run(args, check=True, cwd=ROOT)

@@ -17,6 +17,8 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 from aigateway.v1 import (
@@ -28,12 +30,12 @@ from aigateway.v1 import (
     models_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from bridge import validate
 from bridge.auth import CallTracker, GuardInterceptor
-from bridge.config import Config
+from bridge.config import DEFAULT_UPSTREAM, Config
 from bridge.observe import Observability
+from bridge.reflection import Reflection
 from bridge.service import ChatService, EmbeddingsService, ModelsService
 from bridge.upstream import Upstream
 
@@ -44,6 +46,20 @@ SERVICE_NAMES = (
     chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
     embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name,
 )
+
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpcio-health-checking's servicer with `List`, which it leaves UNIMPLEMENTED."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        """Every service with a status, and the server as a whole (`""`), as Check sees them."""
+        reply = health_pb2.HealthListResponse()
+        for name, status in list(self._server_status.items()):
+            reply.statuses[name].status = status
+        return reply
+
 
 EXIT_DRAINED = 0
 EXIT_FAILED = 1
@@ -56,7 +72,7 @@ class Bridge:
 
     server: grpc.aio.Server
     upstream: Upstream
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     config: Config
     tracker: CallTracker = field(default_factory=CallTracker)
@@ -169,12 +185,10 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsService(upstream), server)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
     embeddings_pb2_grpc.add_EmbeddingsServiceServicer_to_server(EmbeddingsService(upstream), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        Reflection.for_services((*SERVICE_NAMES, health.SERVICE_NAME)).add_to_server(server)
     credentials = server_credentials(config)
     try:
         if credentials is None:
@@ -213,6 +227,33 @@ def describe_security(config: Config) -> str:
     return f"{transport}; {access}; callers' own authorization {own}"
 
 
+def startup_warnings(config: Config) -> list[str]:
+    """What a person starting the bridge should know before the first call fails.
+
+    Worded for the configured upstream: only the Vercel AI Gateway is known to need a
+    credential for chat and to list models without one; a local server (Ollama, vLLM, the
+    development upstream) often needs none at all.
+    """
+    if config.credential_source is not None:
+        return []
+    host = urlsplit(config.upstream_url).hostname or ""
+    if host == urlsplit(DEFAULT_UPSTREAM).hostname:
+        return [
+            "warning: no upstream credential configured: set AI_GATEWAY_API_KEY (or "
+            "VERCEL_OIDC_TOKEN), or have callers send 'authorization: Bearer <key>' metadata. "
+            "Until then, calls without their own credential fail with UNAUTHENTICATED "
+            "(listing models works without one).",
+            "To try the bridge offline without a key: `make demo` (development upstream, "
+            "bridge and a client in one command), or `make dev-upstream` and then "
+            "`BRIDGE_UPSTREAM_URL=http://127.0.0.1:8080/v1 make run`.",
+        ]
+    return [
+        f"note: no upstream credential configured: calls reach {config.upstream_url} "
+        "without authorization unless the caller sends 'authorization: Bearer <key>' "
+        "metadata (set AI_GATEWAY_API_KEY if this upstream wants a key)."
+    ]
+
+
 async def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code.
 
@@ -234,14 +275,8 @@ async def serve(config: Config) -> int:
         flush=True,
     )
     print(f"{worker}{describe_security(config)}", flush=True)
-    if config.credential_source is None:
-        print(
-            "warning: no upstream credential configured: set AI_GATEWAY_API_KEY (or "
-            "VERCEL_OIDC_TOKEN), or have callers send 'authorization: Bearer <key>' "
-            "metadata. Until then, calls without their own credential will fail with "
-            "UNAUTHENTICATED (listing models works at the Vercel AI Gateway).",
-            flush=True,
-        )
+    for line in startup_warnings(config):
+        print(f"{worker}{line}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -292,4 +327,11 @@ def run(config: Config) -> int:
     except OSError as exc:
         worker = "" if config.worker_index is None else f"worker {config.worker_index}: "
         print(f"{worker}error: {exc}", file=sys.stderr, flush=True)
+        if str(exc).startswith("could not bind"):
+            print(
+                f"{worker}choose another address with --listen HOST:PORT, BRIDGE_LISTEN or "
+                "`make run LISTEN=HOST:PORT`",
+                file=sys.stderr,
+                flush=True,
+            )
         return EXIT_FAILED

@@ -1,18 +1,18 @@
-"""The example clients in Go, TypeScript, Java and Python, built from protos/ and run against a
-live bridge in front of the development upstream.
+"""The example clients in Go, TypeScript, Java, Rust and Python, built from protos/ and run
+against a live bridge in front of the development upstream.
 
-Each example is built by its Makefile target (the toolchains must be installed: Go, Node/npm,
-Java/Maven; a missing one fails the test with the target's message, never skips it) and then
-run as a separate process, exactly as its README says. Every example checks its own outcomes
-and exits non-zero on a surprise; this test also checks the lines it prints, so that all four
-languages are seen doing the same things.
+Each example is built by its Makefile target and then run as a separate process, exactly as
+its README says. Its toolchain (Go, Node/npm, a JDK with Maven, Rust with cargo) must be on
+PATH: without it the test is skipped with a reason naming what is missing, and fails under CI
+(`CI=true`), where the full suite is required (tests/toolchains.py). Every example checks its
+own outcomes and exits non-zero on a surprise; this test also checks the lines it prints, so
+that all five languages are seen doing the same things.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import pytest
 
 from bridge import server
 from bridge.devserver import DevUpstream
+from tests import toolchains
 from tests.conftest import DEV_KEY, bridge_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,14 +42,25 @@ class Example:
     """The Makefile target that builds it, if it needs building."""
     command: tuple[str, ...]
     """How its README runs it, without the bridge address (appended)."""
+    toolchain: tuple[str, ...] = ()
+    """Commands its build and run need on PATH (besides make and this Python)."""
 
 
 EXAMPLES = (
-    Example("go", "examples-go", ("examples/go/bin/client",)),
-    Example("typescript", "examples-typescript", ("node", "examples/typescript/dist/client.js")),
+    Example("go", "examples-go", ("examples/go/bin/client",), ("go",)),
     Example(
-        "java", "examples-java", ("java", "-jar", "examples/java/target/aigateway-example.jar")
+        "typescript",
+        "examples-typescript",
+        ("node", "examples/typescript/dist/client.js"),
+        ("node", "npm"),
     ),
+    Example(
+        "java",
+        "examples-java",
+        ("java", "-jar", "examples/java/target/aigateway-example.jar"),
+        ("java", "mvn"),
+    ),
+    Example("rust", "examples-rust", ("examples/rust/target/debug/client",), ("cargo",)),
     Example("python", None, (sys.executable, "examples/python/client.py")),
 )
 
@@ -109,9 +121,7 @@ async def address() -> AsyncIterator[str]:
 @pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 async def test_example_runs_against_a_live_bridge(example: Example, address: str) -> None:
-    runtime = example.command[0]
-    missing = f"the {example.name} example needs `{runtime}` on PATH"
-    assert "/" in runtime or shutil.which(runtime), missing
+    toolchains.require(f"the {example.name} example", *example.toolchain)
     if example.target:
         code, output = await run(["make", "-s", example.target], BUILD_TIMEOUT)
         assert code == 0, f"make {example.target} failed:\n{output}"
