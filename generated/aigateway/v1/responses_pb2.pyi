@@ -1017,6 +1017,22 @@ class StreamResponseResponse(_message.Message):
     RESPONSE_FILE_SEARCH_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
     RESPONSE_CUSTOM_TOOL_CALL_INPUT_DELTA_FIELD_NUMBER: _builtins.int
     RESPONSE_CUSTOM_TOOL_CALL_INPUT_DONE_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_CALL_ARGUMENTS_DELTA_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_CALL_ARGUMENTS_DONE_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_CALL_IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_CALL_FAILED_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_LIST_TOOLS_IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_LIST_TOOLS_COMPLETED_FIELD_NUMBER: _builtins.int
+    RESPONSE_MCP_LIST_TOOLS_FAILED_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_INTERPRETER_CALL_IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_INTERPRETER_CALL_INTERPRETING_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_INTERPRETER_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_INTERPRETER_CALL_CODE_DELTA_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_INTERPRETER_CALL_CODE_DONE_FIELD_NUMBER: _builtins.int
+    RESPONSE_IMAGE_GENERATION_CALL_IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    RESPONSE_IMAGE_GENERATION_CALL_GENERATING_FIELD_NUMBER: _builtins.int
+    RESPONSE_IMAGE_GENERATION_CALL_COMPLETED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     OTHER_FIELD_NUMBER: _builtins.int
     @_builtins.property
@@ -1146,6 +1162,70 @@ class StreamResponseResponse(_message.Message):
         """`response.custom_tool_call_input.done`: A custom tool call's whole input."""
 
     @_builtins.property
+    def response_mcp_call_arguments_delta(self) -> Global___DeltaEvent:
+        """`response.mcp_call_arguments.delta`: A fragment of an MCP tool call's arguments."""
+
+    @_builtins.property
+    def response_mcp_call_arguments_done(self) -> Global___DoneEvent:
+        """`response.mcp_call_arguments.done`: An MCP tool call's whole arguments."""
+
+    @_builtins.property
+    def response_mcp_call_in_progress(self) -> Global___ToolCallProgressEvent:
+        """`response.mcp_call.in_progress`: An MCP tool call began."""
+
+    @_builtins.property
+    def response_mcp_call_completed(self) -> Global___ToolCallProgressEvent:
+        """`response.mcp_call.completed`: An MCP tool call is done."""
+
+    @_builtins.property
+    def response_mcp_call_failed(self) -> Global___ToolCallProgressEvent:
+        """`response.mcp_call.failed`: An MCP tool call failed."""
+
+    @_builtins.property
+    def response_mcp_list_tools_in_progress(self) -> Global___ToolCallProgressEvent:
+        """`response.mcp_list_tools.in_progress`: Listing an MCP server's tools began."""
+
+    @_builtins.property
+    def response_mcp_list_tools_completed(self) -> Global___ToolCallProgressEvent:
+        """`response.mcp_list_tools.completed`: Listing an MCP server's tools is done."""
+
+    @_builtins.property
+    def response_mcp_list_tools_failed(self) -> Global___ToolCallProgressEvent:
+        """`response.mcp_list_tools.failed`: Listing an MCP server's tools failed."""
+
+    @_builtins.property
+    def response_code_interpreter_call_in_progress(self) -> Global___ToolCallProgressEvent:
+        """`response.code_interpreter_call.in_progress`: A code interpreter call began."""
+
+    @_builtins.property
+    def response_code_interpreter_call_interpreting(self) -> Global___ToolCallProgressEvent:
+        """`response.code_interpreter_call.interpreting`: A code interpreter call is running code."""
+
+    @_builtins.property
+    def response_code_interpreter_call_completed(self) -> Global___ToolCallProgressEvent:
+        """`response.code_interpreter_call.completed`: A code interpreter call is done."""
+
+    @_builtins.property
+    def response_code_interpreter_call_code_delta(self) -> Global___DeltaEvent:
+        """`response.code_interpreter_call_code.delta`: A fragment of a code interpreter call's code."""
+
+    @_builtins.property
+    def response_code_interpreter_call_code_done(self) -> Global___DoneEvent:
+        """`response.code_interpreter_call_code.done`: A code interpreter call's whole code."""
+
+    @_builtins.property
+    def response_image_generation_call_in_progress(self) -> Global___ToolCallProgressEvent:
+        """`response.image_generation_call.in_progress`: An image generation call began."""
+
+    @_builtins.property
+    def response_image_generation_call_generating(self) -> Global___ToolCallProgressEvent:
+        """`response.image_generation_call.generating`: An image generation call is generating."""
+
+    @_builtins.property
+    def response_image_generation_call_completed(self) -> Global___ToolCallProgressEvent:
+        """`response.image_generation_call.completed`: An image generation call is done."""
+
+    @_builtins.property
     def error(self) -> Global___ErrorEvent:
         """`error`: An error. Never sent by the bridge, which ends the call with the
         mapped status instead; exists for the translation API.
@@ -1189,14 +1269,30 @@ class StreamResponseResponse(_message.Message):
         response_file_search_call_completed: Global___ToolCallProgressEvent | None = ...,
         response_custom_tool_call_input_delta: Global___DeltaEvent | None = ...,
         response_custom_tool_call_input_done: Global___DoneEvent | None = ...,
+        response_mcp_call_arguments_delta: Global___DeltaEvent | None = ...,
+        response_mcp_call_arguments_done: Global___DoneEvent | None = ...,
+        response_mcp_call_in_progress: Global___ToolCallProgressEvent | None = ...,
+        response_mcp_call_completed: Global___ToolCallProgressEvent | None = ...,
+        response_mcp_call_failed: Global___ToolCallProgressEvent | None = ...,
+        response_mcp_list_tools_in_progress: Global___ToolCallProgressEvent | None = ...,
+        response_mcp_list_tools_completed: Global___ToolCallProgressEvent | None = ...,
+        response_mcp_list_tools_failed: Global___ToolCallProgressEvent | None = ...,
+        response_code_interpreter_call_in_progress: Global___ToolCallProgressEvent | None = ...,
+        response_code_interpreter_call_interpreting: Global___ToolCallProgressEvent | None = ...,
+        response_code_interpreter_call_completed: Global___ToolCallProgressEvent | None = ...,
+        response_code_interpreter_call_code_delta: Global___DeltaEvent | None = ...,
+        response_code_interpreter_call_code_done: Global___DoneEvent | None = ...,
+        response_image_generation_call_in_progress: Global___ToolCallProgressEvent | None = ...,
+        response_image_generation_call_generating: Global___ToolCallProgressEvent | None = ...,
+        response_image_generation_call_completed: Global___ToolCallProgressEvent | None = ...,
         error: Global___ErrorEvent | None = ...,
         other: Global___OtherObject | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "other", b"other", "response_completed", b"response_completed", "response_content_part_added", b"response_content_part_added", "response_content_part_done", b"response_content_part_done", "response_created", b"response_created", "response_custom_tool_call_input_delta", b"response_custom_tool_call_input_delta", "response_custom_tool_call_input_done", b"response_custom_tool_call_input_done", "response_failed", b"response_failed", "response_file_search_call_completed", b"response_file_search_call_completed", "response_file_search_call_in_progress", b"response_file_search_call_in_progress", "response_file_search_call_searching", b"response_file_search_call_searching", "response_function_call_arguments_delta", b"response_function_call_arguments_delta", "response_function_call_arguments_done", b"response_function_call_arguments_done", "response_in_progress", b"response_in_progress", "response_incomplete", b"response_incomplete", "response_output_item_added", b"response_output_item_added", "response_output_item_done", b"response_output_item_done", "response_output_text_annotation_added", b"response_output_text_annotation_added", "response_output_text_delta", b"response_output_text_delta", "response_output_text_done", b"response_output_text_done", "response_queued", b"response_queued", "response_reasoning_summary_part_added", b"response_reasoning_summary_part_added", "response_reasoning_summary_part_done", b"response_reasoning_summary_part_done", "response_reasoning_summary_text_delta", b"response_reasoning_summary_text_delta", "response_reasoning_summary_text_done", b"response_reasoning_summary_text_done", "response_reasoning_text_delta", b"response_reasoning_text_delta", "response_reasoning_text_done", b"response_reasoning_text_done", "response_refusal_delta", b"response_refusal_delta", "response_refusal_done", b"response_refusal_done", "response_web_search_call_completed", b"response_web_search_call_completed", "response_web_search_call_in_progress", b"response_web_search_call_in_progress", "response_web_search_call_searching", b"response_web_search_call_searching"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "other", b"other", "response_code_interpreter_call_code_delta", b"response_code_interpreter_call_code_delta", "response_code_interpreter_call_code_done", b"response_code_interpreter_call_code_done", "response_code_interpreter_call_completed", b"response_code_interpreter_call_completed", "response_code_interpreter_call_in_progress", b"response_code_interpreter_call_in_progress", "response_code_interpreter_call_interpreting", b"response_code_interpreter_call_interpreting", "response_completed", b"response_completed", "response_content_part_added", b"response_content_part_added", "response_content_part_done", b"response_content_part_done", "response_created", b"response_created", "response_custom_tool_call_input_delta", b"response_custom_tool_call_input_delta", "response_custom_tool_call_input_done", b"response_custom_tool_call_input_done", "response_failed", b"response_failed", "response_file_search_call_completed", b"response_file_search_call_completed", "response_file_search_call_in_progress", b"response_file_search_call_in_progress", "response_file_search_call_searching", b"response_file_search_call_searching", "response_function_call_arguments_delta", b"response_function_call_arguments_delta", "response_function_call_arguments_done", b"response_function_call_arguments_done", "response_image_generation_call_completed", b"response_image_generation_call_completed", "response_image_generation_call_generating", b"response_image_generation_call_generating", "response_image_generation_call_in_progress", b"response_image_generation_call_in_progress", "response_in_progress", b"response_in_progress", "response_incomplete", b"response_incomplete", "response_mcp_call_arguments_delta", b"response_mcp_call_arguments_delta", "response_mcp_call_arguments_done", b"response_mcp_call_arguments_done", "response_mcp_call_completed", b"response_mcp_call_completed", "response_mcp_call_failed", b"response_mcp_call_failed", "response_mcp_call_in_progress", b"response_mcp_call_in_progress", "response_mcp_list_tools_completed", b"response_mcp_list_tools_completed", "response_mcp_list_tools_failed", b"response_mcp_list_tools_failed", "response_mcp_list_tools_in_progress", b"response_mcp_list_tools_in_progress", "response_output_item_added", b"response_output_item_added", "response_output_item_done", b"response_output_item_done", "response_output_text_annotation_added", b"response_output_text_annotation_added", "response_output_text_delta", b"response_output_text_delta", "response_output_text_done", b"response_output_text_done", "response_queued", b"response_queued", "response_reasoning_summary_part_added", b"response_reasoning_summary_part_added", "response_reasoning_summary_part_done", b"response_reasoning_summary_part_done", "response_reasoning_summary_text_delta", b"response_reasoning_summary_text_delta", "response_reasoning_summary_text_done", b"response_reasoning_summary_text_done", "response_reasoning_text_delta", b"response_reasoning_text_delta", "response_reasoning_text_done", b"response_reasoning_text_done", "response_refusal_delta", b"response_refusal_delta", "response_refusal_done", b"response_refusal_done", "response_web_search_call_completed", b"response_web_search_call_completed", "response_web_search_call_in_progress", b"response_web_search_call_in_progress", "response_web_search_call_searching", b"response_web_search_call_searching"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "other", b"other", "response_completed", b"response_completed", "response_content_part_added", b"response_content_part_added", "response_content_part_done", b"response_content_part_done", "response_created", b"response_created", "response_custom_tool_call_input_delta", b"response_custom_tool_call_input_delta", "response_custom_tool_call_input_done", b"response_custom_tool_call_input_done", "response_failed", b"response_failed", "response_file_search_call_completed", b"response_file_search_call_completed", "response_file_search_call_in_progress", b"response_file_search_call_in_progress", "response_file_search_call_searching", b"response_file_search_call_searching", "response_function_call_arguments_delta", b"response_function_call_arguments_delta", "response_function_call_arguments_done", b"response_function_call_arguments_done", "response_in_progress", b"response_in_progress", "response_incomplete", b"response_incomplete", "response_output_item_added", b"response_output_item_added", "response_output_item_done", b"response_output_item_done", "response_output_text_annotation_added", b"response_output_text_annotation_added", "response_output_text_delta", b"response_output_text_delta", "response_output_text_done", b"response_output_text_done", "response_queued", b"response_queued", "response_reasoning_summary_part_added", b"response_reasoning_summary_part_added", "response_reasoning_summary_part_done", b"response_reasoning_summary_part_done", "response_reasoning_summary_text_delta", b"response_reasoning_summary_text_delta", "response_reasoning_summary_text_done", b"response_reasoning_summary_text_done", "response_reasoning_text_delta", b"response_reasoning_text_delta", "response_reasoning_text_done", b"response_reasoning_text_done", "response_refusal_delta", b"response_refusal_delta", "response_refusal_done", b"response_refusal_done", "response_web_search_call_completed", b"response_web_search_call_completed", "response_web_search_call_in_progress", b"response_web_search_call_in_progress", "response_web_search_call_searching", b"response_web_search_call_searching"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "other", b"other", "response_code_interpreter_call_code_delta", b"response_code_interpreter_call_code_delta", "response_code_interpreter_call_code_done", b"response_code_interpreter_call_code_done", "response_code_interpreter_call_completed", b"response_code_interpreter_call_completed", "response_code_interpreter_call_in_progress", b"response_code_interpreter_call_in_progress", "response_code_interpreter_call_interpreting", b"response_code_interpreter_call_interpreting", "response_completed", b"response_completed", "response_content_part_added", b"response_content_part_added", "response_content_part_done", b"response_content_part_done", "response_created", b"response_created", "response_custom_tool_call_input_delta", b"response_custom_tool_call_input_delta", "response_custom_tool_call_input_done", b"response_custom_tool_call_input_done", "response_failed", b"response_failed", "response_file_search_call_completed", b"response_file_search_call_completed", "response_file_search_call_in_progress", b"response_file_search_call_in_progress", "response_file_search_call_searching", b"response_file_search_call_searching", "response_function_call_arguments_delta", b"response_function_call_arguments_delta", "response_function_call_arguments_done", b"response_function_call_arguments_done", "response_image_generation_call_completed", b"response_image_generation_call_completed", "response_image_generation_call_generating", b"response_image_generation_call_generating", "response_image_generation_call_in_progress", b"response_image_generation_call_in_progress", "response_in_progress", b"response_in_progress", "response_incomplete", b"response_incomplete", "response_mcp_call_arguments_delta", b"response_mcp_call_arguments_delta", "response_mcp_call_arguments_done", b"response_mcp_call_arguments_done", "response_mcp_call_completed", b"response_mcp_call_completed", "response_mcp_call_failed", b"response_mcp_call_failed", "response_mcp_call_in_progress", b"response_mcp_call_in_progress", "response_mcp_list_tools_completed", b"response_mcp_list_tools_completed", "response_mcp_list_tools_failed", b"response_mcp_list_tools_failed", "response_mcp_list_tools_in_progress", b"response_mcp_list_tools_in_progress", "response_output_item_added", b"response_output_item_added", "response_output_item_done", b"response_output_item_done", "response_output_text_annotation_added", b"response_output_text_annotation_added", "response_output_text_delta", b"response_output_text_delta", "response_output_text_done", b"response_output_text_done", "response_queued", b"response_queued", "response_reasoning_summary_part_added", b"response_reasoning_summary_part_added", "response_reasoning_summary_part_done", b"response_reasoning_summary_part_done", "response_reasoning_summary_text_delta", b"response_reasoning_summary_text_delta", "response_reasoning_summary_text_done", b"response_reasoning_summary_text_done", "response_reasoning_text_delta", b"response_reasoning_text_delta", "response_reasoning_text_done", b"response_reasoning_text_done", "response_refusal_delta", b"response_refusal_delta", "response_refusal_done", b"response_refusal_done", "response_web_search_call_completed", b"response_web_search_call_completed", "response_web_search_call_in_progress", b"response_web_search_call_in_progress", "response_web_search_call_searching", b"response_web_search_call_searching"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["response_created", "response_in_progress", "response_completed", "response_incomplete", "response_failed", "response_queued", "response_output_item_added", "response_output_item_done", "response_content_part_added", "response_content_part_done", "response_output_text_delta", "response_output_text_done", "response_output_text_annotation_added", "response_refusal_delta", "response_refusal_done", "response_function_call_arguments_delta", "response_function_call_arguments_done", "response_reasoning_summary_part_added", "response_reasoning_summary_part_done", "response_reasoning_summary_text_delta", "response_reasoning_summary_text_done", "response_reasoning_text_delta", "response_reasoning_text_done", "response_web_search_call_in_progress", "response_web_search_call_searching", "response_web_search_call_completed", "response_file_search_call_in_progress", "response_file_search_call_searching", "response_file_search_call_completed", "response_custom_tool_call_input_delta", "response_custom_tool_call_input_done", "error", "other"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["response_created", "response_in_progress", "response_completed", "response_incomplete", "response_failed", "response_queued", "response_output_item_added", "response_output_item_done", "response_content_part_added", "response_content_part_done", "response_output_text_delta", "response_output_text_done", "response_output_text_annotation_added", "response_refusal_delta", "response_refusal_done", "response_function_call_arguments_delta", "response_function_call_arguments_done", "response_reasoning_summary_part_added", "response_reasoning_summary_part_done", "response_reasoning_summary_text_delta", "response_reasoning_summary_text_done", "response_reasoning_text_delta", "response_reasoning_text_done", "response_web_search_call_in_progress", "response_web_search_call_searching", "response_web_search_call_completed", "response_file_search_call_in_progress", "response_file_search_call_searching", "response_file_search_call_completed", "response_custom_tool_call_input_delta", "response_custom_tool_call_input_done", "response_mcp_call_arguments_delta", "response_mcp_call_arguments_done", "response_mcp_call_in_progress", "response_mcp_call_completed", "response_mcp_call_failed", "response_mcp_list_tools_in_progress", "response_mcp_list_tools_completed", "response_mcp_list_tools_failed", "response_code_interpreter_call_in_progress", "response_code_interpreter_call_interpreting", "response_code_interpreter_call_completed", "response_code_interpreter_call_code_delta", "response_code_interpreter_call_code_done", "response_image_generation_call_in_progress", "response_image_generation_call_generating", "response_image_generation_call_completed", "error", "other"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -5022,7 +5118,8 @@ class DeltaEvent(_message.Message):
     """A fragment to append: `response.output_text.delta`,
     `response.refusal.delta`, `response.function_call_arguments.delta`,
     `response.reasoning_text.delta`, `response.reasoning_summary_text.delta`,
-    `response.custom_tool_call_input.delta`, `response.mcp_call_arguments.delta`.
+    `response.custom_tool_call_input.delta`, `response.mcp_call_arguments.delta`,
+    `response.code_interpreter_call_code.delta`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -5123,7 +5220,8 @@ class DoneEvent(_message.Message):
     `response.function_call_arguments.done` (`name`, `arguments`),
     `response.reasoning_text.done` and `response.reasoning_summary_text.done`
     (`text`), `response.custom_tool_call_input.done` (`input`),
-    `response.mcp_call_arguments.done` (`arguments`).
+    `response.mcp_call_arguments.done` (`arguments`),
+    `response.code_interpreter_call_code.done` (`code`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -5140,6 +5238,7 @@ class DoneEvent(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The event type."""
@@ -5163,6 +5262,8 @@ class DoneEvent(_message.Message):
     """The arguments, as JSON text."""
     input: _builtins.str
     """The custom tool's input."""
+    code: _builtins.str
+    """The code (code interpreter)."""
     @_builtins.property
     def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.TokenLogprob]:
         """Log probabilities of the text's tokens, when included."""
@@ -5186,14 +5287,17 @@ class DoneEvent(_message.Message):
         arguments: _builtins.str | None = ...,
         input: _builtins.str | None = ...,
         logprobs: _abc.Iterable[_chat_pb2.TokenLogprob] | None = ...,
+        code: _builtins.str | None = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_content_index", b"_content_index", "_input", b"_input", "_item_id", b"_item_id", "_name", b"_name", "_output_index", b"_output_index", "_refusal", b"_refusal", "_sequence_number", b"_sequence_number", "_summary_index", b"_summary_index", "_text", b"_text", "_type", b"_type", "arguments", b"arguments", "content_index", b"content_index", "extra_fields", b"extra_fields", "input", b"input", "item_id", b"item_id", "name", b"name", "output_index", b"output_index", "refusal", b"refusal", "sequence_number", b"sequence_number", "summary_index", b"summary_index", "text", b"text", "type", b"type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_code", b"_code", "_content_index", b"_content_index", "_input", b"_input", "_item_id", b"_item_id", "_name", b"_name", "_output_index", b"_output_index", "_refusal", b"_refusal", "_sequence_number", b"_sequence_number", "_summary_index", b"_summary_index", "_text", b"_text", "_type", b"_type", "arguments", b"arguments", "code", b"code", "content_index", b"content_index", "extra_fields", b"extra_fields", "input", b"input", "item_id", b"item_id", "name", b"name", "output_index", b"output_index", "refusal", b"refusal", "sequence_number", b"sequence_number", "summary_index", b"summary_index", "text", b"text", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_content_index", b"_content_index", "_input", b"_input", "_item_id", b"_item_id", "_name", b"_name", "_output_index", b"_output_index", "_refusal", b"_refusal", "_sequence_number", b"_sequence_number", "_summary_index", b"_summary_index", "_text", b"_text", "_type", b"_type", "arguments", b"arguments", "content_index", b"content_index", "extra_fields", b"extra_fields", "input", b"input", "item_id", b"item_id", "logprobs", b"logprobs", "name", b"name", "output_index", b"output_index", "refusal", b"refusal", "sequence_number", b"sequence_number", "summary_index", b"summary_index", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_code", b"_code", "_content_index", b"_content_index", "_input", b"_input", "_item_id", b"_item_id", "_name", b"_name", "_output_index", b"_output_index", "_refusal", b"_refusal", "_sequence_number", b"_sequence_number", "_summary_index", b"_summary_index", "_text", b"_text", "_type", b"_type", "arguments", b"arguments", "code", b"code", "content_index", b"content_index", "extra_fields", b"extra_fields", "input", b"input", "item_id", b"item_id", "logprobs", b"logprobs", "name", b"name", "output_index", b"output_index", "refusal", b"refusal", "sequence_number", b"sequence_number", "summary_index", b"summary_index", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__arguments: _TypeAlias = _typing.Literal["arguments"]  # noqa: Y015
     _WhichOneofArgType__arguments: _TypeAlias = _typing.Literal["_arguments", b"_arguments"]  # noqa: Y015
+    _WhichOneofReturnType__code: _TypeAlias = _typing.Literal["code"]  # noqa: Y015
+    _WhichOneofArgType__code: _TypeAlias = _typing.Literal["_code", b"_code"]  # noqa: Y015
     _WhichOneofReturnType__content_index: _TypeAlias = _typing.Literal["content_index"]  # noqa: Y015
     _WhichOneofArgType__content_index: _TypeAlias = _typing.Literal["_content_index", b"_content_index"]  # noqa: Y015
     _WhichOneofReturnType__input: _TypeAlias = _typing.Literal["input"]  # noqa: Y015
@@ -5216,6 +5320,8 @@ class DoneEvent(_message.Message):
     _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__arguments) -> _WhichOneofReturnType__arguments | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__code) -> _WhichOneofReturnType__code | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__content_index) -> _WhichOneofReturnType__content_index | None: ...
     @_typing.overload
@@ -5398,7 +5504,8 @@ Global___AnnotationAddedEvent: _TypeAlias = AnnotationAddedEvent  # noqa: Y015
 @_typing.final
 class ToolCallProgressEvent(_message.Message):
     """Progress of a hosted tool call: `response.web_search_call.in_progress`,
-    `.searching`, `.completed`, and the same of `file_search_call`.
+    `.searching`, `.completed`, and the like of `file_search_call`, `mcp_call`,
+    `mcp_list_tools`, `code_interpreter_call` and `image_generation_call`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
