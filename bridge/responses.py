@@ -35,17 +35,14 @@ FAILED_EVENT = "response.failed"
 def check(request: ResponseRequest) -> None:
     """What the bridge rejects before calling the upstream (a BadRequest naming the field)."""
     validate.model_id(request.model)
-    for field, low, high in (
-        ("temperature", 0.0, 2.0),
-        ("top_p", 0.0, 1.0),
-        ("top_logprobs", 0, 20),
-    ):
-        if request.HasField(field):
-            value = getattr(request, field)
-            if not low <= value <= high:
-                raise errors.invalid_argument(
-                    field, f"must be between {low} and {high}, got {value}"
-                )
+    ranges = (
+        ("temperature", request.HasField("temperature"), request.temperature, 0.0, 2.0),
+        ("top_p", request.HasField("top_p"), request.top_p, 0.0, 1.0),
+        ("top_logprobs", request.HasField("top_logprobs"), request.top_logprobs, 0, 20),
+    )
+    for field, present, value, low, high in ranges:
+        if present and not low <= value <= high:
+            raise errors.invalid_argument(field, f"must be between {low} and {high}, got {value}")
     if request.HasField("max_output_tokens") and request.max_output_tokens < 1:
         raise errors.invalid_argument("max_output_tokens", "must be at least 1")
 

@@ -103,7 +103,7 @@ async def test_unary_function_call_and_its_output(upstream: DevUpstream, respons
         }
     )
     await responses.CreateResponse(follow_up, timeout=10)
-    sent = upstream.requests[-1].json
+    sent: dict[str, Any] = upstream.requests[-1].json or {}
     assert sent["input"][1]["type"] == "function_call"
     assert sent["input"][2] == {
         "type": "function_call_output",
