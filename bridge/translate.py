@@ -51,6 +51,7 @@ from google.protobuf.message import Message
 __all__ = [
     "EXTRA_FIELDS",
     "ChatRequest",
+    "ResponseRequest",
     "TranslationError",
     "chat_chunk_from_json",
     "chat_completion_from_json",
