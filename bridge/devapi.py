@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import unquote
 
+from bridge import devresponses
 from bridge.devfaults import (
     CREATED,
     FullReply,
@@ -160,7 +161,9 @@ def route(request: RecordedRequest, stream_interval: float) -> Reply:
             return _chat(_body_object(request), stream_interval)
         if method == "POST" and path == "/v1/embeddings":
             return _embeddings(_body_object(request))
-    except _BadRequest as exc:
+        if method == "POST" and path == "/v1/responses":
+            return devresponses.responses(_body_object(request), stream_interval)
+    except (_BadRequest, devresponses.BadRequest) as exc:
         return error_reply(400, exc.message, "invalid_request_error", exc.param)
     return error_reply(404, f"Invalid URL ({method} {path})", "invalid_request_error")
 

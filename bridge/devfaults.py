@@ -17,7 +17,7 @@ import asyncio
 import http
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -147,6 +147,9 @@ class StreamReply:
     model: str
     chunks: Iterable[Json]
     interval: float = 0.0
+    named: bool = False
+    """A Responses API stream: each event named by its `type` (`event: response.created`),
+    and no `[DONE]` at the end (the last event says the stream is complete)."""
 
 
 Reply: TypeAlias = FullReply | StreamReply
@@ -391,13 +394,19 @@ async def _send(exchange: Exchange, reply: Reply) -> None:
     if isinstance(reply, FullReply):
         await exchange.send_full(reply.status, reply.body, reply.content_type, reply.headers)
         return
-    await _stream(exchange, reply.chunks, reply.interval)
-    await exchange.send_data(DONE_EVENT)
+    await _stream(exchange, reply.chunks, reply.interval, named=reply.named)
+    if not reply.named:
+        await exchange.send_data(DONE_EVENT)
     await exchange.finish()
 
 
 async def _stream(
-    exchange: Exchange, chunks: Iterable[Json], interval: float, limit: int | None = None
+    exchange: Exchange,
+    chunks: Iterable[Json],
+    interval: float,
+    limit: int | None = None,
+    *,
+    named: bool = False,
 ) -> int:
     """Send the head and the chunks (at most `limit`), sleeping between events; count them.
 
@@ -410,10 +419,17 @@ async def _stream(
     for chunk in chunks if limit is None else islice(chunks, max(0, limit)):
         if sent:
             await asyncio.sleep(interval)
-        await exchange.send_data(b"data: " + encode_json(chunk) + b"\n\n")
+        await exchange.send_data(_event(chunk, named))
         sent += 1
     await asyncio.sleep(interval)
     return sent
+
+
+def _event(chunk: Json, named: bool) -> bytes:
+    """One server-sent event; a named one (Responses API) says its `type` on an `event:` line."""
+    data = b"data: " + encode_json(chunk) + b"\n\n"
+    kind = chunk.get("type") if named else None
+    return b"event: " + kind.encode() + b"\n" + data if isinstance(kind, str) else data
 
 
 def _canned(behavior: Behavior, model: str | None) -> FullReply:
@@ -507,7 +523,7 @@ def _huge_chunks(completion_id: str, model: str, size: int) -> list[Json]:
 
 async def _slow(exchange: Exchange, reply: Reply, interval: float) -> None:
     if isinstance(reply, StreamReply):
-        await _send(exchange, StreamReply(reply.completion_id, reply.model, reply.chunks, interval))
+        await _send(exchange, replace(reply, interval=interval))
         return
     await asyncio.sleep(interval)
     await _send(exchange, reply)
@@ -531,7 +547,7 @@ async def _cut(exchange: Exchange, reply: Reply, after: int) -> None:
         await exchange.send_head(reply.status, reply.content_type, reply.headers, len(reply.body))
         await exchange.send_data(reply.body[: len(reply.body) // 2])
     else:
-        await _stream(exchange, reply.chunks, reply.interval, limit=after)
+        await _stream(exchange, reply.chunks, reply.interval, limit=after, named=reply.named)
     await exchange.cut()
 
 
@@ -553,12 +569,15 @@ async def _stream_error(exchange: Exchange, reply: Reply, fault: StreamError) ->
         status = _STATUS_OF_TYPE.get(fault.type, 500)
         await _send(exchange, FullReply(status, encode_json(envelope)))
         return
-    await _stream(exchange, reply.chunks, reply.interval, limit=fault.after)
+    await _stream(exchange, reply.chunks, reply.interval, limit=fault.after, named=reply.named)
     await exchange.send_data(_error_event(fault, envelope, reply))
     await exchange.finish()
 
 
 def _error_event(fault: StreamError, envelope: Json, reply: StreamReply) -> bytes:
+    if reply.named:  # the Responses API's flat error event
+        flat = {"type": "error", "code": fault.code or fault.type, "message": fault.message}
+        return b"event: error\ndata: " + encode_json({**flat, "param": None}) + b"\n\n"
     if fault.form == "event":
         return b"event: error\ndata: " + encode_json(envelope) + b"\n\n"
     if fault.form == "vercel":
@@ -579,15 +598,18 @@ async def _malformed_sse(exchange: Exchange, reply: Reply, after: int) -> None:
         await _send(exchange, _canned(MalformedJson(), None))
         return
     chunks = iter(reply.chunks)
-    await _stream(exchange, chunks, reply.interval, limit=after)
+    await _stream(exchange, chunks, reply.interval, limit=after, named=reply.named)
     await exchange.send_data(b"data: {not json\n\n")
-    await _stream_rest(exchange, chunks, reply.interval)
+    await _stream_rest(exchange, chunks, reply.interval, named=reply.named)
 
 
-async def _stream_rest(exchange: Exchange, chunks: Iterable[Json], interval: float) -> None:
-    """The remainder of a stream whose head is already sent, then `[DONE]`."""
+async def _stream_rest(
+    exchange: Exchange, chunks: Iterable[Json], interval: float, *, named: bool = False
+) -> None:
+    """The remainder of a stream whose head is already sent, then `[DONE]` (chat)."""
     for chunk in chunks:
         await asyncio.sleep(interval)
-        await exchange.send_data(b"data: " + encode_json(chunk) + b"\n\n")
-    await exchange.send_data(DONE_EVENT)
+        await exchange.send_data(_event(chunk, named))
+    if not named:
+        await exchange.send_data(DONE_EVENT)
     await exchange.finish()

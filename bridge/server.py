@@ -28,6 +28,8 @@ from aigateway.v1 import (
     embeddings_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    responses_pb2,
+    responses_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -36,6 +38,7 @@ from bridge.auth import CallTracker, GuardInterceptor
 from bridge.config import DEFAULT_UPSTREAM, Config
 from bridge.observe import Observability
 from bridge.reflection import Reflection
+from bridge.responses import ResponsesService
 from bridge.service import ChatService, EmbeddingsService, ModelsService
 from bridge.upstream import Upstream
 
@@ -45,6 +48,7 @@ SERVICE_NAMES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelsService"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
     embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name,
+    responses_pb2.DESCRIPTOR.services_by_name["ResponsesService"].full_name,
 )
 
 
@@ -185,6 +189,7 @@ async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     models_pb2_grpc.add_ModelsServiceServicer_to_server(ModelsService(upstream), server)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
     embeddings_pb2_grpc.add_EmbeddingsServiceServicer_to_server(EmbeddingsService(upstream), server)
+    responses_pb2_grpc.add_ResponsesServiceServicer_to_server(ResponsesService(upstream), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:

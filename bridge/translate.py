@@ -20,6 +20,10 @@ without code here. The rules (also written at the top of common.proto):
   whose `type` is `<variant>`, ...). Other oneofs are plain: each member is its own key;
   if JSON has two of them, the first is typed and the second kept in `extra_fields`.
 * Messages with a single repeated field `values` stand for JSON arrays inside unions.
+* A message whose fields all form one oneof of messages, among them one named `other`, is
+  a JSON object tagged by its `type` key (the Responses API's items, parts, tools and
+  events): the member named after the type, dots as underscores, holds the whole object;
+  an object without `type` goes to the first member, one of any other type to `other`.
 * `extra_fields` holds every key the message does not model and every value its typed
   field cannot hold: `null`, an empty array or object (so presence survives), a value of
   an unexpected JSON type. `to_json` merges it back, so JSON -> proto -> JSON is exact
@@ -40,7 +44,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
+from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2, responses_pb2
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.message import Message
@@ -48,6 +52,7 @@ from google.protobuf.message import Message
 __all__ = [
     "EXTRA_FIELDS",
     "ChatRequest",
+    "ResponseRequest",
     "TranslationError",
     "chat_chunk_from_json",
     "chat_completion_from_json",
@@ -59,7 +64,11 @@ __all__ = [
     "model_from_json",
     "model_list_from_json",
     "request_body",
+    "response_event_from_json",
+    "response_from_json",
+    "response_request_from_json",
     "stream_chat_request_from_json",
+    "stream_response_request_from_json",
     "struct_to_python",
     "to_json",
     "to_json_bytes",
@@ -200,15 +209,43 @@ class _Plan:
 
     A request plan (`_request_plan`) writes only, and writes the `type` that a oneof member
     implies when the message does not say it (`implied`, and `_with_type` on union members).
+    A tagged message (`tagged`) reads and writes through the member its `type` picks.
     """
 
-    __slots__ = ("has_extra", "implied", "readers", "writers")
+    __slots__ = ("has_extra", "implied", "readers", "request", "tagged", "writers")
 
     def __init__(self) -> None:
         self.readers: dict[str, Reader] = {}
         self.writers: dict[int, tuple[str, Writer]] = {}
         self.has_extra = False
         self.implied: tuple[str, dict[str, str]] | None = None
+        self.tagged: _Tagged | None = None
+        self.request = False
+
+
+class _Tagged:
+    """How a tagged message (see the module docstring) picks its member."""
+
+    __slots__ = ("by_type", "first", "other")
+
+    def __init__(self, oneof: OneofDescriptor) -> None:
+        fields = list(oneof.fields)
+        self.by_type = {f.name: f.name for f in fields if f.name != _OTHER}
+        self.first = fields[0].name
+        self.other = _OTHER
+
+    def member(self, data: dict[str, Any]) -> str:
+        tag = data.get("type", _ABSENT)
+        if tag is _ABSENT:
+            return self.first
+        if type(tag) is str:
+            return self.by_type.get(tag.replace(".", "_"), self.other)
+        return self.other
+
+
+_OTHER = "other"
+"""The member of a tagged message that holds objects of types the protos do not model."""
+_ABSENT = object()
 
 
 _plans: dict[str, _Plan] = {}
@@ -318,7 +355,23 @@ def _is_synthetic(oneof: OneofDescriptor) -> bool:
     return len(fields) == 1 and oneof.name == "_" + fields[0].name
 
 
+def _tagged_oneof(descriptor: Descriptor) -> OneofDescriptor | None:
+    """The oneof of a tagged message, or None when the message is not one."""
+    oneofs = [o for o in descriptor.oneofs if not _is_synthetic(o)]
+    if len(oneofs) != 1 or len(oneofs[0].fields) != len(descriptor.fields):
+        return None
+    members = oneofs[0].fields
+    if not all(f.message_type is not None for f in members):
+        return None
+    return oneofs[0] if any(f.name == _OTHER for f in members) else None
+
+
 def _compile(descriptor: Descriptor, plan: _Plan, *, request: bool) -> None:
+    plan.request = request
+    tagged = _tagged_oneof(descriptor)
+    if tagged is not None:
+        plan.tagged = _Tagged(tagged)
+        return
     if request:
         plan.implied = _implied_by_member(descriptor)
     unions = [o for o in descriptor.oneofs if _is_union(o) and not _is_synthetic(o)]
@@ -727,6 +780,11 @@ def _fill(msg: Message, data: dict[str, Any], level: int) -> None:
     if level > MAX_NESTING:
         raise _too_deep()
     plan = _plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
+    if plan.tagged is not None:
+        member = getattr(msg, plan.tagged.member(data))
+        member.SetInParent()
+        _fill(member, data, level + 1)
+        return
     readers = plan.readers
     extra: dict[str, Any] | None = None
     nesting = _nesting
@@ -815,6 +873,12 @@ def _request_json(msg: Message) -> dict[str, Any]:
 
 
 def _write(msg: Message, plan: _Plan) -> dict[str, Any]:
+    if plan.tagged is not None:
+        members = msg.ListFields()
+        if not members:
+            return {}
+        member: Message = members[0][1]
+        return _request_json(member) if plan.request else to_json(member)
     writers = plan.writers
     out: dict[str, Any] = {}
     extra: struct_pb2.Struct | None = None
@@ -852,6 +916,9 @@ def to_json_bytes(msg: Message) -> bytes:
 ChatRequest = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
 """Either chat request message: the two share every field but `stream_options`."""
 
+ResponseRequest = responses_pb2.CreateResponseRequest | responses_pb2.StreamResponseRequest
+"""Either Responses API request message: the two share every field but `stream_options`."""
+
 
 def _chat_request(message_type: type[M], data: Any, stream: bool) -> M:
     if type(data) is dict and "stream" in data:
@@ -882,19 +949,55 @@ def embeddings_request_from_json(data: Any) -> embeddings_pb2.CreateEmbeddingsRe
 
 
 def request_body(
-    request: ChatRequest | embeddings_pb2.CreateEmbeddingsRequest,
+    request: ChatRequest | embeddings_pb2.CreateEmbeddingsRequest | ResponseRequest,
 ) -> dict[str, Any]:
     """The JSON body the bridge sends upstream for `request`: `to_json`, with `stream` set by
-    the RPC (true for StreamChatCompletionRequest, absent otherwise) whatever extra_fields
-    says, so a stray key cannot turn a unary call into a stream or the reverse, and with the
-    `type` each set oneof member implies where the message leaves it out (a content part with
-    only `image_url` is sent as `{"type": "image_url", ...}`, as the API requires)."""
+    the RPC (true for StreamChatCompletionRequest and StreamResponseRequest, absent
+    otherwise) whatever extra_fields says, so a stray key cannot turn a unary call into a
+    stream or the reverse, and with the `type` each set oneof member implies where the
+    message leaves it out (a content part with only `image_url` is sent as
+    `{"type": "image_url", ...}`, as the API requires)."""
     body = _request_json(request)
-    if isinstance(request, chat_pb2.StreamChatCompletionRequest):
+    if isinstance(
+        request, chat_pb2.StreamChatCompletionRequest | responses_pb2.StreamResponseRequest
+    ):
         body["stream"] = True
     else:
         body.pop("stream", None)
     return body
+
+
+def _response_request(message_type: type[M], data: Any, stream: bool) -> M:
+    if type(data) is dict and data.get("stream") not in (stream, None):
+        other = (
+            "stream_response_request_from_json" if data["stream"] else "response_request_from_json"
+        )
+        raise TranslationError(f'"stream": {json.dumps(data["stream"])} needs {other}')
+    if type(data) is dict and "stream" in data:
+        data = {k: v for k, v in data.items() if k != "stream"}
+    return from_json(message_type, data)
+
+
+def response_request_from_json(data: Any) -> responses_pb2.CreateResponseRequest:
+    """An OpenAI `POST /responses` body as the request of CreateResponse; `"stream": false`
+    is dropped, `"stream": true` is a TranslationError (use the stream variant)."""
+    return _response_request(responses_pb2.CreateResponseRequest, data, stream=False)
+
+
+def stream_response_request_from_json(data: Any) -> responses_pb2.StreamResponseRequest:
+    """An OpenAI `POST /responses` body as the request of StreamResponse; `"stream": true`
+    is dropped, `"stream": false` is a TranslationError."""
+    return _response_request(responses_pb2.StreamResponseRequest, data, stream=True)
+
+
+def response_from_json(data: Any) -> responses_pb2.CreateResponseResponse:
+    """A `response` object (the unary Responses API answer)."""
+    return from_json(responses_pb2.CreateResponseResponse, data)
+
+
+def response_event_from_json(data: Any) -> responses_pb2.StreamResponseResponse:
+    """One Responses API stream event (the JSON of one server-sent event), by its `type`."""
+    return from_json(responses_pb2.StreamResponseResponse, data)
 
 
 def chat_completion_from_json(data: Any) -> chat_pb2.CreateChatCompletionResponse:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_FILES = sorted(
     str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos").rglob("*.proto")
 )
-SERVICES = {"ChatService", "EmbeddingsService", "ModelsService"}
+SERVICES = {"ChatService", "EmbeddingsService", "ModelsService", "ResponsesService"}
 
 
 def make(target: str) -> None:

@@ -24,6 +24,8 @@ from aigateway.v1 import (
     embeddings_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    responses_pb2,
+    responses_pb2_grpc,
 )
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -60,6 +62,7 @@ class Client:
         self.models = models_pb2_grpc.ModelsServiceStub(channel)
         self.chat = chat_pb2_grpc.ChatServiceStub(channel)
         self.embeddings = embeddings_pb2_grpc.EmbeddingsServiceStub(channel)
+        self.responses = responses_pb2_grpc.ResponsesServiceStub(channel)
 
     async def list_models(self) -> None:
         response = await self.models.ListModels(
@@ -108,6 +111,29 @@ class Client:
         print(
             f"stream: {chunks} chunks, finish_reason={finish}, "
             f"usage={usage.prompt_tokens}+{usage.completion_tokens} tokens"
+        )
+
+    async def stream_response(self) -> None:
+        """The Responses API: typed events, one per server-sent event, in order."""
+        request = responses_pb2.StreamResponseRequest(
+            model=CHAT_MODEL, input_text="Stream a response to the Python client."
+        )
+        print("response: ", end="", flush=True)
+        events, text, final = 0, "", None
+        async for event in self.responses.StreamResponse(request, timeout=CALL_TIMEOUT):
+            events += 1
+            kind = event.WhichOneof("event")
+            if kind == "response_output_text_delta":
+                print(event.response_output_text_delta.delta, end="", flush=True)
+                text += event.response_output_text_delta.delta
+            elif kind in ("response_completed", "response_incomplete"):
+                final = getattr(event, kind).response
+        print()
+        if not text or final is None:
+            raise Unexpected(f"StreamResponse: no text or no terminal event in {events} events")
+        print(
+            f"response: {events} events, status={final.status}, "
+            f"usage={final.usage.input_tokens}+{final.usage.output_tokens} tokens"
         )
 
     async def create_embeddings(self) -> None:
@@ -242,6 +268,7 @@ async def main(address: str) -> int:
             await client.list_models()
             await client.unary_chat()
             await client.stream_chat()
+            await client.stream_response()
             await client.create_embeddings()
             await client.deadline()
             await client.cancel_stream()
