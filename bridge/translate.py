@@ -877,8 +877,11 @@ def _write(msg: Message, plan: _Plan) -> dict[str, Any]:
         members = msg.ListFields()
         if not members:
             return {}
+        # The member is the object itself: its `type` is written only when it was given
+        # (an input message may leave it out), while what it holds follows `plan`'s mode.
         member: Message = members[0][1]
-        return _request_json(member) if plan.request else to_json(member)
+        planner = _request_plan if plan.request else _plan
+        return _write(member, planner(member.DESCRIPTOR))  # type: ignore[arg-type]
     writers = plan.writers
     out: dict[str, Any] = {}
     extra: struct_pb2.Struct | None = None

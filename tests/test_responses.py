@@ -234,9 +234,6 @@ async def test_error_event_ends_the_call_with_a_status(
     assert "rate_limit_exceeded" in status.message or status.reason == "RATE_LIMIT_EXCEEDED"
 
 
-@pytest.mark.xfail(
-    strict=False, reason="the flat error event maps by its code once bridge.upstream reads it"
-)
 async def test_error_event_maps_by_its_code(upstream: DevUpstream, responses: Stub) -> None:
     upstream.program(
         MODEL, StreamError(after=3, type="rate_limit_error", code="rate_limit_exceeded")
