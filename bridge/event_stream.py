@@ -68,6 +68,10 @@ class EventStream:
         self._domain = upstream.domain
         self._request_id = response.headers.get("x-request-id")
         self.response_headers = response.headers
+        from bridge.upstream import returned_metadata
+
+        self.metadata = returned_metadata(response.headers, redact)
+        """The metadata to return to the caller (initial metadata), credentials redacted."""
 
     def _malformed(self, detail: str) -> BridgeError:
         return errors.transport_error(

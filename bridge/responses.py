@@ -16,14 +16,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from aigateway.v1 import responses_pb2, responses_pb2_grpc
 
 from bridge import errors, validate
 from bridge.errors import BridgeError
-from bridge.service import Context, _Base, deadline_of
+from bridge.service import Context, Metadata, _Base, deadline_of
 from bridge.translate import ResponseRequest, request_body
-from bridge.upstream import returned_metadata
 
 PATH = "/responses"
 
@@ -52,7 +50,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
     async def CreateResponse(
         self, request: responses_pb2.CreateResponseRequest, context: Context
     ) -> responses_pb2.CreateResponseResponse:
-        async def call() -> tuple[responses_pb2.CreateResponseResponse, httpx.Headers]:
+        async def call() -> tuple[responses_pb2.CreateResponseResponse, Metadata]:
             self.check_size(request)
             check(request)
             reply = await self.upstream.post_json(
@@ -64,7 +62,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
             )
             rid = reply.headers.get("x-request-id")
             response = self.parse(responses_pb2.CreateResponseResponse, reply.data, rid)
-            return response, reply.headers
+            return response, reply.metadata
 
         return await self.unary(context, call)
 
@@ -94,9 +92,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                     event = self.parse(responses_pb2.StreamResponseResponse, data, rid)
                     if first:
                         first = False
-                        await context.send_initial_metadata(
-                            returned_metadata(stream.response_headers)
-                        )
+                        await context.send_initial_metadata(stream.metadata)
                     yield event
                     finished = finished or kind in TERMINAL_EVENTS
                 if not finished:

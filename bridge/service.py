@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
-import httpx
 from aigateway.v1 import (
     chat_pb2,
     chat_pb2_grpc,
@@ -26,9 +25,10 @@ from google.protobuf.message import Message
 from bridge import errors, validate
 from bridge.errors import BridgeError
 from bridge.translate import TranslationError, from_json, request_body
-from bridge.upstream import Upstream, returned_metadata
+from bridge.upstream import Upstream
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+Metadata: TypeAlias = tuple[tuple[str, str], ...]
 T = TypeVar("T")
 
 
@@ -60,14 +60,12 @@ class _Base:
                 "malformed", domain=self.upstream.domain, detail=str(exc), request_id=request_id
             ) from None
 
-    async def unary(
-        self, context: Context, call: Callable[[], Awaitable[tuple[T, httpx.Headers]]]
-    ) -> T:
+    async def unary(self, context: Context, call: Callable[[], Awaitable[tuple[T, Metadata]]]) -> T:
         try:
-            result, headers = await call()
+            result, metadata = await call()
         except BridgeError as error:
             await error.abort(context)
-        await context.send_initial_metadata(returned_metadata(headers))
+        await context.send_initial_metadata(metadata)
         return result
 
 
@@ -75,19 +73,19 @@ class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context
     ) -> models_pb2.ListModelsResponse:
-        async def call() -> tuple[models_pb2.ListModelsResponse, httpx.Headers]:
+        async def call() -> tuple[models_pb2.ListModelsResponse, Metadata]:
             reply = await self.upstream.get_json(
                 "/models", headers=self.headers(context), deadline=deadline_of(context)
             )
             rid = reply.headers.get("x-request-id")
-            return self.parse(models_pb2.ListModelsResponse, reply.data, rid), reply.headers
+            return self.parse(models_pb2.ListModelsResponse, reply.data, rid), reply.metadata
 
         return await self.unary(context, call)
 
     async def RetrieveModel(
         self, request: models_pb2.RetrieveModelRequest, context: Context
     ) -> models_pb2.RetrieveModelResponse:
-        async def call() -> tuple[models_pb2.RetrieveModelResponse, httpx.Headers]:
+        async def call() -> tuple[models_pb2.RetrieveModelResponse, Metadata]:
             self.check_size(request)
             validate.model_id(request.model)
             reply = await self.upstream.get_json(
@@ -97,7 +95,7 @@ class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):
                 model=request.model,
             )
             model = self.parse(models_pb2.Model, reply.data, reply.headers.get("x-request-id"))
-            return models_pb2.RetrieveModelResponse(model=model), reply.headers
+            return models_pb2.RetrieveModelResponse(model=model), reply.metadata
 
         return await self.unary(context, call)
 
@@ -106,7 +104,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context
     ) -> chat_pb2.CreateChatCompletionResponse:
-        async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, httpx.Headers]:
+        async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, Metadata]:
             self.check_size(request)
             validate.chat(request)
             body = request_body(request)  # never streams, whatever extra_fields says
@@ -119,7 +117,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
             )
             rid = reply.headers.get("x-request-id")
             response = self.parse(chat_pb2.CreateChatCompletionResponse, reply.data, rid)
-            return response, reply.headers
+            return response, reply.metadata
 
         return await self.unary(context, call)
 
@@ -146,9 +144,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
                     chunk = self.parse(chat_pb2.StreamChatCompletionResponse, data, rid)
                     if first:
                         first = False
-                        await context.send_initial_metadata(
-                            returned_metadata(stream.response_headers)
-                        )
+                        await context.send_initial_metadata(stream.metadata)
                     yield chunk
         except BridgeError as error:
             await error.abort(context)
@@ -158,7 +154,7 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
     async def CreateEmbeddings(
         self, request: embeddings_pb2.CreateEmbeddingsRequest, context: Context
     ) -> embeddings_pb2.CreateEmbeddingsResponse:
-        async def call() -> tuple[embeddings_pb2.CreateEmbeddingsResponse, httpx.Headers]:
+        async def call() -> tuple[embeddings_pb2.CreateEmbeddingsResponse, Metadata]:
             self.check_size(request)
             validate.embeddings(request)
             reply = await self.upstream.post_json(
@@ -170,6 +166,6 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
             )
             rid = reply.headers.get("x-request-id")
             response = self.parse(embeddings_pb2.CreateEmbeddingsResponse, reply.data, rid)
-            return response, reply.headers
+            return response, reply.metadata
 
         return await self.unary(context, call)

@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -86,29 +86,32 @@ def header_value_problem(value: str) -> str | None:
     return f"contains {kind} (U+{ord(bad):04X}); only visible ASCII, space and tab are allowed"
 
 
-def returned_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], ...]:
+def returned_metadata(
+    headers: httpx.Headers, redact: Callable[[str], str]
+) -> tuple[tuple[str, str], ...]:
     """The upstream headers a caller gets back, as gRPC metadata pairs.
 
     `x-request-id`, `openai-processing-ms`, `retry-after(-ms)`, `x-should-retry` and every
     `x-ratelimit-*`. A value that is not valid gRPC metadata (non-ASCII, control characters)
     or longer than 512 characters is dropped: never a failed call (DESIGN.md "Streaming").
+    `redact` cuts an echoed credential out of what is kept.
     """
-    if headers is None:
-        return ()
     pairs: list[tuple[str, str]] = []
     for key, value in headers.multi_items():
         returned = key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX)
         if returned and len(value) <= _RETURNED_VALUE_LIMIT and _METADATA_VALUE.fullmatch(value):
-            pairs.append((key, value))
+            pairs.append((key, redact(value)))
     return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A decoded JSON answer and the upstream's response headers."""
+    """A decoded JSON answer, the upstream's response headers, and the metadata to return."""
 
     data: dict[str, Any]
     headers: httpx.Headers
+    metadata: tuple[tuple[str, str], ...]
+    """`returned_metadata` of the headers, credentials redacted: the call's initial metadata."""
 
 
 class Upstream:
@@ -216,7 +219,7 @@ class Upstream:
             finally:
                 await self.close(response)
             data = decode_object(response, body, self.domain, redact, where="in a 200 response")
-            return Reply(data, response.headers)
+            return Reply(data, response.headers, returned_metadata(response.headers, redact))
         except BridgeError as error:
             raise self.failure(error, redact, response) from None
 
@@ -263,7 +266,9 @@ class Upstream:
         """The error as it leaves the boundary: redacted, with the returned headers."""
         error = error.redacted(redact)
         if response is not None and not error.trailing:
-            error.trailing = returned_metadata(response.headers)
+            error.trailing = returned_metadata(response.headers, redact)
+        else:
+            error.trailing = tuple((key, redact(value)) for key, value in error.trailing)
         return error
 
     def transport_error(
@@ -290,7 +295,7 @@ class Upstream:
             request_id=response.headers.get("x-request-id") if response is not None else None,
         )
         if response is not None:
-            error.trailing = returned_metadata(response.headers)
+            error.trailing = returned_metadata(response.headers, str)
         return error
 
     async def _open(
@@ -367,7 +372,7 @@ class Upstream:
                 model=model,
                 redact=redact,
             )
-        error.trailing = returned_metadata(response.headers)
+        error.trailing = returned_metadata(response.headers, str)  # redacted by `failure`
         raise error
 
     async def _send(

@@ -8,6 +8,7 @@ the caller sees and what reached the upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -360,3 +361,27 @@ async def test_no_proxy_sends_directly(
         reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
     assert reply.choices
     assert proxy == []
+
+
+@pytest.mark.parametrize("status", [200, 429])
+async def test_a_returned_header_echoing_the_key_is_redacted(
+    upstream: DevUpstream, status: int
+) -> None:
+    # An upstream (or a proxy) that puts the key it received into a returned header.
+    body = COMPLETION if status == 200 else None
+    upstream.program(
+        MODEL,
+        Status(
+            status,
+            body,
+            headers={"x-request-id": f"req-{DEV_KEY}", "x-ratelimit-limit-requests": DEV_KEY},
+        ),
+    )
+    async with serving(upstream, max_attempts=1) as stubs:
+        call = stubs.chat.CreateChatCompletion(chat(), timeout=10)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call
+        returned = [*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ())]
+        details = await call.details()
+    assert DEV_KEY not in repr(returned) + (details or "")
+    assert ("x-request-id", "req-[redacted]") in [tuple(pair) for pair in returned]
