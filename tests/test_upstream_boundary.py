@@ -276,6 +276,34 @@ async def comment_trickle(
         await asyncio.sleep(0.05)
 
 
+async def endless_trailers(
+    server_: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await server_.read_request(reader)
+    chunk = b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[]}'
+    event = b"data: " + chunk + b"\n\n"
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n" % (len(event), event)
+    )
+    for n in range(10_000):
+        writer.write(b"x-trailer-%d: y\r\n" % n)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+
+async def test_endless_trailers_do_not_hold_a_stream_forever(raw_bridge: Any) -> None:
+    async with RawServer(endless_trailers) as raw:
+        stubs = await raw_bridge(raw, upstream_timeout=0.5)
+        received = 0
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stubs.chat.StreamChatCompletion(stream_chat()):
+                received += 1
+    status = richstatus.of_error(caught.value)
+    assert received == 1
+    assert status.code in (Code.DEADLINE_EXCEEDED, Code.UNAVAILABLE), status
+
+
 @pytest.mark.parametrize("handler", [endless_continue, header_trickle], ids=["1xx", "trickle"])
 async def test_a_response_head_that_never_ends_is_bounded(raw_bridge: Any, handler: Any) -> None:
     async with RawServer(handler) as raw:
