@@ -29,8 +29,8 @@ use aigateway::v1::stream_response_response::Event;
 use aigateway::v1::{
     chat_message, create_embeddings_request, embedding, stream_response_request, ChatMessage,
     CreateChatCompletionRequest, CreateEmbeddingsRequest, ListModelsRequest, RetrieveModelRequest,
-    StreamChatCompletionRequest, StreamChatCompletionResponse, StreamOptions, StreamResponseRequest,
-    StringList,
+    StreamChatCompletionRequest, StreamChatCompletionResponse, StreamOptions,
+    StreamResponseRequest, StringList,
 };
 
 /// The deadline of every ordinary call: a client should never wait forever.
