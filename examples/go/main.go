@@ -36,6 +36,7 @@ type client struct {
 	models     aigatewayv1.ModelsServiceClient
 	chat       aigatewayv1.ChatServiceClient
 	embeddings aigatewayv1.EmbeddingsServiceClient
+	responses  aigatewayv1.ResponsesServiceClient
 	chatModel  string
 	embedModel string
 }
@@ -54,6 +55,7 @@ func main() {
 		models:     aigatewayv1.NewModelsServiceClient(conn),
 		chat:       aigatewayv1.NewChatServiceClient(conn),
 		embeddings: aigatewayv1.NewEmbeddingsServiceClient(conn),
+		responses:  aigatewayv1.NewResponsesServiceClient(conn),
 		chatModel:  env("CHAT_MODEL", "openai/gpt-4o-mini"),
 		embedModel: env("EMBEDDING_MODEL", "openai/text-embedding-3-small"),
 	}
@@ -61,6 +63,7 @@ func main() {
 	c.listModels()
 	c.unaryChat()
 	c.streamChat()
+	c.streamResponse()
 	c.createEmbeddings()
 	c.deadline()
 	c.cancelStream()
@@ -152,6 +155,49 @@ func (c *client) streamChat() {
 	}
 	fmt.Printf("stream: %d chunks, finish_reason=%s, usage=%d+%d tokens\n",
 		chunks, finish, usage.GetPromptTokens(), usage.GetCompletionTokens())
+}
+
+// streamResponse streams a Response (the Responses API): one typed event per server-sent
+// event, in order. A response.failed or error event ends the call with its mapped status.
+func (c *client) streamResponse() {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	stream, err := c.responses.StreamResponse(ctx, &aigatewayv1.StreamResponseRequest{
+		Model: c.chatModel,
+		Input: &aigatewayv1.StreamResponseRequest_InputText{InputText: "Stream a response to the Go client."},
+	})
+	if err != nil {
+		fail("StreamResponse: %v", err)
+	}
+	fmt.Print("response: ")
+	var events int
+	var text strings.Builder
+	var final *aigatewayv1.ResponseObject
+	for {
+		event, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break // the stream ended with OK, after response.completed or response.incomplete
+		}
+		if err != nil {
+			fail("StreamResponse after %d events: %v", events, err)
+		}
+		events++
+		switch e := event.GetEvent().(type) {
+		case *aigatewayv1.StreamResponseResponse_ResponseOutputTextDelta:
+			fmt.Print(e.ResponseOutputTextDelta.GetDelta()) // each fragment as it arrives
+			text.WriteString(e.ResponseOutputTextDelta.GetDelta())
+		case *aigatewayv1.StreamResponseResponse_ResponseCompleted:
+			final = e.ResponseCompleted.GetResponse()
+		case *aigatewayv1.StreamResponseResponse_ResponseIncomplete:
+			final = e.ResponseIncomplete.GetResponse()
+		}
+	}
+	fmt.Println()
+	if text.Len() == 0 || final == nil {
+		fail("StreamResponse: no text or no terminal event in %d events", events)
+	}
+	fmt.Printf("response: %d events, status=%s, usage=%d+%d tokens\n",
+		events, final.GetStatus(), final.GetUsage().GetInputTokens(), final.GetUsage().GetOutputTokens())
 }
 
 func (c *client) createEmbeddings() {

@@ -24,10 +24,13 @@ pub mod aigateway {
 use aigateway::v1::chat_service_client::ChatServiceClient;
 use aigateway::v1::embeddings_service_client::EmbeddingsServiceClient;
 use aigateway::v1::models_service_client::ModelsServiceClient;
+use aigateway::v1::responses_service_client::ResponsesServiceClient;
+use aigateway::v1::stream_response_response::Event;
 use aigateway::v1::{
-    chat_message, create_embeddings_request, embedding, ChatMessage, CreateChatCompletionRequest,
-    CreateEmbeddingsRequest, ListModelsRequest, RetrieveModelRequest, StreamChatCompletionRequest,
-    StreamChatCompletionResponse, StreamOptions, StringList,
+    chat_message, create_embeddings_request, embedding, stream_response_request, ChatMessage,
+    CreateChatCompletionRequest, CreateEmbeddingsRequest, ListModelsRequest, RetrieveModelRequest,
+    StreamChatCompletionRequest, StreamChatCompletionResponse, StreamOptions,
+    StreamResponseRequest, StringList,
 };
 
 /// The deadline of every ordinary call: a client should never wait forever.
@@ -65,6 +68,7 @@ struct Client {
     models: ModelsServiceClient<Channel>,
     chat: ChatServiceClient<Channel>,
     embeddings: EmbeddingsServiceClient<Channel>,
+    responses: ResponsesServiceClient<Channel>,
     chat_model: String,
     embed_model: String,
 }
@@ -94,7 +98,8 @@ async fn run(address: &str) -> Step {
     let client = Client {
         models: ModelsServiceClient::new(channel.clone()),
         chat: ChatServiceClient::new(channel.clone()),
-        embeddings: EmbeddingsServiceClient::new(channel),
+        embeddings: EmbeddingsServiceClient::new(channel.clone()),
+        responses: ResponsesServiceClient::new(channel),
         chat_model: env("CHAT_MODEL", "openai/gpt-4o-mini"),
         embed_model: env("EMBEDDING_MODEL", "openai/text-embedding-3-small"),
     };
@@ -102,6 +107,7 @@ async fn run(address: &str) -> Step {
     client.list_models().await?;
     client.unary_chat().await?;
     client.stream_chat().await?;
+    client.stream_response().await?;
     client.create_embeddings().await?;
     client.deadline().await?;
     client.cancel_stream().await?;
@@ -199,6 +205,55 @@ impl Client {
             "stream: {chunks} chunks, finish_reason={finish}, usage={}+{} tokens",
             usage.prompt_tokens(),
             usage.completion_tokens()
+        );
+        Ok(())
+    }
+
+    /// Streams a Response (the Responses API): one typed event per server-sent event, in order.
+    /// A `response.failed` or `error` event ends the call with its mapped status.
+    async fn stream_response(&self) -> Step {
+        let request = StreamResponseRequest {
+            model: self.chat_model.clone(),
+            input: Some(stream_response_request::Input::InputText(
+                "Stream a response to the Rust client.".into(),
+            )),
+            ..Default::default()
+        };
+        let mut stream = self
+            .responses
+            .clone()
+            .stream_response(with_deadline(request, CALL_TIMEOUT))
+            .await?
+            .into_inner();
+        print!("response: ");
+        let (mut events, mut text, mut last) = (0, String::new(), None);
+        // `message()` is Ok(None) once the stream ended with OK, after the terminal event.
+        while let Some(message) = stream.message().await? {
+            events += 1;
+            match message.event {
+                Some(Event::ResponseOutputTextDelta(delta)) => {
+                    print!("{}", delta.delta()); // each fragment as it arrives
+                    let _ = std::io::stdout().flush();
+                    text.push_str(delta.delta());
+                }
+                Some(Event::ResponseCompleted(state) | Event::ResponseIncomplete(state)) => {
+                    last = state.response;
+                }
+                _ => {} // created, in_progress, output_item.*, content_part.*, ...
+            }
+        }
+        println!();
+        let Some(last) = last.filter(|_| !text.is_empty()) else {
+            return fail(format!(
+                "StreamResponse: no text or no terminal event in {events} events"
+            ));
+        };
+        let usage = last.usage.as_ref();
+        println!(
+            "response: {events} events, status={}, usage={}+{} tokens",
+            last.status(),
+            usage.map_or(0, |u| u.input_tokens()),
+            usage.map_or(0, |u| u.output_tokens())
         );
         Ok(())
     }

@@ -25,6 +25,12 @@ import {
 import { CreateEmbeddingsRequest, EmbeddingsServiceClient } from "./gen/aigateway/v1/embeddings";
 import { ListModelsRequest, ModelsServiceClient, RetrieveModelRequest } from "./gen/aigateway/v1/models";
 import {
+  type ResponseObject,
+  ResponsesServiceClient,
+  StreamResponseRequest,
+  type StreamResponseResponse,
+} from "./gen/aigateway/v1/responses";
+import {
   BadRequest,
   ErrorInfo,
   QuotaFailure,
@@ -47,6 +53,7 @@ const insecure = credentials.createInsecure();
 const models = new ModelsServiceClient(address, insecure);
 const chat = new ChatServiceClient(address, insecure);
 const embeddings = new EmbeddingsServiceClient(address, insecure);
+const responses = new ResponsesServiceClient(address, insecure);
 
 class Unexpected extends Error {}
 
@@ -136,6 +143,41 @@ async function streamChat(): Promise<void> {
   console.log(
     `stream: ${chunks} chunks, finish_reason=${finish}, ` +
       `usage=${usage.promptTokens}+${usage.completionTokens} tokens`,
+  );
+}
+
+/**
+ * Streams a Response (the Responses API): one typed event per server-sent event, in order. A
+ * response.failed or error event ends the call with its mapped status (the loop throws).
+ */
+async function streamResponse(): Promise<void> {
+  const stream = responses.streamResponse(
+    StreamResponseRequest.fromPartial({
+      model: chatModel,
+      inputText: "Stream a response to the TypeScript client.",
+    }),
+    new Metadata(),
+    withDeadline(CALL_TIMEOUT_MS),
+  );
+  process.stdout.write("response: ");
+  let events = 0;
+  let text = "";
+  let final: ResponseObject | undefined;
+  for await (const event of stream as AsyncIterable<StreamResponseResponse>) {
+    events++;
+    // ts-proto turns the `event` oneof into optional fields, one of them set.
+    if (event.responseOutputTextDelta) {
+      const piece = event.responseOutputTextDelta.delta ?? "";
+      process.stdout.write(piece); // each fragment as it arrives
+      text += piece;
+    }
+    final = (event.responseCompleted ?? event.responseIncomplete)?.response ?? final;
+  }
+  process.stdout.write("\n");
+  if (!text || !final) fail(`StreamResponse: no text or no terminal event in ${events} events`);
+  console.log(
+    `response: ${events} events, status=${final.status}, ` +
+      `usage=${final.usage?.inputTokens}+${final.usage?.outputTokens} tokens`,
   );
 }
 
@@ -290,6 +332,7 @@ async function main(): Promise<void> {
   await listModels();
   await unaryChat();
   await streamChat();
+  await streamResponse();
   await createEmbeddings();
   await deadline();
   await cancelStream();
@@ -307,4 +350,5 @@ main()
     models.close();
     chat.close();
     embeddings.close();
+    responses.close();
   });

@@ -11,10 +11,14 @@ import com.aigateway.v1.ListModelsRequest;
 import com.aigateway.v1.ListModelsResponse;
 import com.aigateway.v1.Model;
 import com.aigateway.v1.ModelsServiceGrpc;
+import com.aigateway.v1.ResponseObject;
+import com.aigateway.v1.ResponsesServiceGrpc;
 import com.aigateway.v1.RetrieveModelRequest;
 import com.aigateway.v1.StreamChatCompletionRequest;
 import com.aigateway.v1.StreamChatCompletionResponse;
 import com.aigateway.v1.StreamOptions;
+import com.aigateway.v1.StreamResponseRequest;
+import com.aigateway.v1.StreamResponseResponse;
 import com.aigateway.v1.StringList;
 import com.aigateway.v1.Usage;
 import com.google.protobuf.Any;
@@ -61,6 +65,7 @@ public final class Client {
   private final ModelsServiceGrpc.ModelsServiceBlockingStub models;
   private final ChatServiceGrpc.ChatServiceBlockingStub chat;
   private final EmbeddingsServiceGrpc.EmbeddingsServiceBlockingStub embeddings;
+  private final ResponsesServiceGrpc.ResponsesServiceBlockingStub responses;
   private final String chatModel = env("CHAT_MODEL", "openai/gpt-4o-mini");
   private final String embeddingModel = env("EMBEDDING_MODEL", "openai/text-embedding-3-small");
 
@@ -68,6 +73,7 @@ public final class Client {
     models = ModelsServiceGrpc.newBlockingStub(channel);
     chat = ChatServiceGrpc.newBlockingStub(channel);
     embeddings = EmbeddingsServiceGrpc.newBlockingStub(channel);
+    responses = ResponsesServiceGrpc.newBlockingStub(channel);
   }
 
   public static void main(String[] args) throws InterruptedException {
@@ -81,6 +87,7 @@ public final class Client {
       client.listModels();
       client.unaryChat();
       client.streamChat();
+      client.streamResponse();
       client.createEmbeddings();
       client.deadline();
       client.cancelStream();
@@ -170,6 +177,47 @@ public final class Client {
     System.out.printf(
         "stream: %d chunks, finish_reason=%s, usage=%d+%d tokens%n",
         chunks, finish, usage.getPromptTokens(), usage.getCompletionTokens());
+  }
+
+  /**
+   * Streams a Response (the Responses API): one typed event per server-sent event, in order. A
+   * response.failed or error event ends the call with its mapped status (hasNext throws).
+   */
+  private void streamResponse() {
+    Iterator<StreamResponseResponse> stream =
+        responses
+            .withDeadlineAfter(CALL_TIMEOUT_SECONDS, TimeUnit.SECONDS)
+            .streamResponse(
+                StreamResponseRequest.newBuilder()
+                    .setModel(chatModel)
+                    .setInputText("Stream a response to the Java client.")
+                    .build());
+    System.out.print("response: ");
+    int events = 0;
+    StringBuilder text = new StringBuilder();
+    ResponseObject fin = null;
+    while (stream.hasNext()) { // false once the stream ends with OK; a failure throws
+      StreamResponseResponse event = stream.next();
+      events++;
+      switch (event.getEventCase()) {
+        case RESPONSE_OUTPUT_TEXT_DELTA -> {
+          String delta = event.getResponseOutputTextDelta().getDelta();
+          System.out.print(delta); // each fragment as it arrives
+          System.out.flush();
+          text.append(delta);
+        }
+        case RESPONSE_COMPLETED -> fin = event.getResponseCompleted().getResponse();
+        case RESPONSE_INCOMPLETE -> fin = event.getResponseIncomplete().getResponse();
+        default -> {} // created, in_progress, output_item.*, content_part.*, ...
+      }
+    }
+    System.out.println();
+    if (text.length() == 0 || fin == null) {
+      throw new Unexpected("StreamResponse: no text or no terminal event in " + events + " events");
+    }
+    System.out.printf(
+        "response: %d events, status=%s, usage=%d+%d tokens%n",
+        events, fin.getStatus(), fin.getUsage().getInputTokens(), fin.getUsage().getOutputTokens());
   }
 
   private void createEmbeddings() {
