@@ -19,11 +19,13 @@ What this module adds to that pair:
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.errors import TransportKind
 
@@ -36,6 +38,49 @@ fail the call (DESIGN.md: it is dropped from the metadata returned, never a fail
 
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle upstream connection is kept, as httpx does by default."""
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """An aiohttp response body as httpx reads it, without losing its last bytes.
+
+    When the connection fails mid-body, aiohttp's readers raise the failure before handing
+    on what had already arrived, so the events an upstream sent just before a cut would be
+    dropped whenever the bridge's reading lagged behind the network. This stream hands those
+    bytes on first, then raises (DESIGN.md: every event, in order; then UNAVAILABLE).
+    """
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+        self._content: aiohttp.StreamReader = original._aiohttp_response.content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._content
+        while True:
+            try:
+                chunk = await content.readany()
+            except aiohttp.ClientError:
+                rest = _buffered(content)
+                if rest:
+                    yield rest
+                with map_aiohttp_exceptions():
+                    raise
+            if not chunk:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._original.aclose()
+
+
+def _buffered(content: aiohttp.StreamReader) -> bytes:
+    """What aiohttp had received but not handed on (read from its buffer, which has no
+    public accessor once the stream has failed)."""
+    buffer = getattr(content, "_buffer", None)
+    if not buffer:
+        return b""
+    data = b"".join(buffer)[getattr(content, "_buffer_offset", 0) :]
+    buffer.clear()
+    return data
 
 
 class _Transport(AiohttpTransport):
@@ -61,6 +106,11 @@ class _Transport(AiohttpTransport):
             # Cookies are not part of the OpenAI API; one caller's must not reach another.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        response.stream = _ResponseStream(response.stream)
+        return response
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
