@@ -39,7 +39,8 @@ dev-upstream: $(RUN_STAMP)
 	$(BIN)/python -m bridge dev-upstream --listen 127.0.0.1:8080
 
 ## docker: the container image aigateway-bridge:$(IMAGE_TAG) from deploy/Dockerfile (needs Docker)
-IMAGE_TAG ?= 0.1.0
+# The project's version, written once in pyproject.toml.
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 .PHONY: docker
 docker:
 	@command -v docker >/dev/null 2>&1 || { echo "make docker needs Docker: https://docs.docker.com/get-docker/" >&2; exit 1; }

@@ -14,17 +14,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
+
+from bridge.retry import DEFAULT_POLICY, RetryPolicy
 
 DEFAULT_UPSTREAM = "https://ai-gateway.vercel.sh/v1"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+
+# Options with a fixed set of values: the type is the list, argparse offers it as `choices`,
+# and `Config.validate` refuses anything else.
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+TraceExporter = Literal["none", "console", "otlp"]
+CallerCredentials = Literal["allow", "refuse"]
 
 
 def _opt(
@@ -86,18 +96,19 @@ class Config:
         "(for a stream: the longest silence between two events).",
         env="BRIDGE_UPSTREAM_TIMEOUT",
     )
+    # The retry defaults are RetryPolicy's (bridge/retry.py), written there once.
     max_attempts: int = _opt(
-        3,
+        DEFAULT_POLICY.max_attempts,
         "Upstream attempts in all, the first included (1 disables retries).",
         env="BRIDGE_MAX_ATTEMPTS",
     )
     initial_backoff: float = _opt(
-        0.5,
+        DEFAULT_POLICY.initial_backoff,
         "Seconds before the first retry when the upstream gives no retry-after.",
         env="BRIDGE_INITIAL_BACKOFF",
     )
     max_backoff: float = _opt(
-        8.0,
+        DEFAULT_POLICY.max_backoff,
         "Longest delay between two attempts, in seconds.",
         env="BRIDGE_MAX_BACKOFF",
     )
@@ -121,9 +132,9 @@ class Config:
         "Serve gRPC server reflection.",
         env="BRIDGE_REFLECTION",
     )
-    log_level: str = _opt(
+    log_level: LogLevel = _opt(
         "INFO",
-        "Log level: DEBUG, INFO, WARNING or ERROR.",
+        "Log level (any case).",
         env="BRIDGE_LOG_LEVEL",
     )
     shutdown_grace: float = _opt(
@@ -133,7 +144,7 @@ class Config:
     )
 
     # ------------------------------------------------------------------ observability
-    log_format: str = _opt(
+    log_format: LogFormat = _opt(
         "text",
         "Log line format: `text` for a terminal, `json` (one object per line) for log "
         "collectors. Each call logs one line (logger bridge.access).",
@@ -151,7 +162,7 @@ class Config:
         "them (prometheus_client multiprocess mode); --workers sets one up when unset.",
         env="PROMETHEUS_MULTIPROC_DIR",
     )
-    trace_exporter: str = _opt(
+    trace_exporter: TraceExporter = _opt(
         "none",
         "Where OpenTelemetry spans go (needs the `otel` extra): `none` uses the process's "
         "global tracer provider (a no-op unless e.g. opentelemetry-instrument set one up), "
@@ -192,7 +203,7 @@ class Config:
         env="BRIDGE_ACCESS_TOKEN_SHA256",
         secret=True,
     )
-    caller_credentials: str = _opt(
+    caller_credentials: CallerCredentials = _opt(
         "allow",
         "Calls that bring their own `authorization` metadata: `allow` forwards it to the "
         "upstream, `refuse` rejects such calls with PERMISSION_DENIED.",
@@ -294,6 +305,16 @@ class Config:
         return None
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry timing of these options; the rest of the policy keeps its defaults."""
+        return dataclasses.replace(
+            DEFAULT_POLICY,
+            max_attempts=self.max_attempts,
+            initial_backoff=self.initial_backoff,
+            max_backoff=self.max_backoff,
+        )
+
+    @property
     def upstream_host(self) -> str:
         return urlsplit(self.upstream_url).hostname or self.upstream_url
 
@@ -331,6 +352,15 @@ class Config:
                     dest=f.name,
                     default=None,
                     action=argparse.BooleanOptionalAction,
+                    help=text,
+                )
+            elif choices_of(f):
+                parser.add_argument(
+                    flag_of(f),
+                    dest=f.name,
+                    default=None,
+                    type=functools.partial(_choice, f),
+                    choices=choices_of(f),
                     help=text,
                 )
             else:
@@ -380,6 +410,12 @@ class Config:
         host, _ = split_host_port(self.listen)
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
+        for f in self.options():
+            choices = choices_of(f)
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                allowed = ", ".join(repr(c) for c in choices)
+                raise ConfigError(f"{flag_of(f)} must be one of {allowed}, got {value!r}")
         self._validate_observability()
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
@@ -397,13 +433,11 @@ class Config:
             "min_client_ping_interval",
             "max_connection_age",
             "max_connection_age_grace",
+            "initial_backoff",
+            "max_backoff",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag_for(name)} must not be negative")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(
-                f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
-            )
         self._validate_tls()
         if (
             self.credential
@@ -417,10 +451,6 @@ class Config:
                 "could read calls and use the credential. Serve TLS (--tls-cert and "
                 "--tls-key), listen on 127.0.0.1, or pass --allow-plaintext (e.g. behind a "
                 "TLS-terminating sidecar)"
-            )
-        if self.caller_credentials not in ("allow", "refuse"):
-            raise ConfigError(
-                f"--caller-credentials must be 'allow' or 'refuse', got {self.caller_credentials!r}"
             )
         for i, digest in enumerate(_split(self.access_token_sha256 or ""), 1):
             if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
@@ -489,8 +519,6 @@ class Config:
                 raise ConfigError(f"{flag_for(name)}: cannot read {path!r}")
 
     def _validate_observability(self) -> None:
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"--log-format must be 'text' or 'json', got {self.log_format!r}")
         if self.metrics_listen is not None:
             try:
                 split_host_port(self.metrics_listen)
@@ -500,10 +528,6 @@ class Config:
                 ) from None
             if self.metrics_listen == self.listen and not self.metrics_listen.endswith(":0"):
                 raise ConfigError("--metrics-listen must differ from --listen")
-        if self.trace_exporter not in ("none", "console", "otlp"):
-            raise ConfigError(
-                f"--trace-exporter must be 'none', 'console' or 'otlp', got {self.trace_exporter!r}"
-            )
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a dict, secrets replaced, for printing and logs."""
@@ -603,8 +627,25 @@ def _typed(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
 
 
 def _kind(f: dataclasses.Field[Any]) -> str:
+    if choices_of(f):
+        return "str"
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
     return kind.replace(" | None", "")
+
+
+def choices_of(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """The values of an option typed as a `Literal`; () for any other option."""
+    hint = _HINTS.get(f.name)
+    return get_args(hint) if get_origin(hint) is Literal else ()
+
+
+def _choice(f: dataclasses.Field[Any], raw: str) -> str:
+    """`raw` spelled as the choice it names, ignoring case (`--log-level debug`); a value
+    that names none is returned as it is, for argparse or `Config.validate` to refuse."""
+    for choice in choices_of(f):
+        if raw.strip().lower() == choice.lower():
+            return choice
+    return raw
 
 
 def flag_of(f: dataclasses.Field[Any]) -> str:
@@ -623,6 +664,8 @@ def _split(value: str) -> list[str]:
 def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
+    if choices_of(f):
+        return _choice(f, raw)
     kind = _kind(f)
     try:
         if kind == "bool":
@@ -658,3 +701,6 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"listen address must be HOST:PORT, got {address!r}")
     return host.strip("[]"), int(port)
+
+
+_HINTS: dict[str, Any] = get_type_hints(Config)

@@ -2,13 +2,14 @@
 
 `make demo`, the integration tests, the fault suite and the benchmarks need a real HTTP
 upstream on loopback: real sockets, real keep-alive, real chunked streaming, real resets. This
-module is one, in plain asyncio on top of `h11` (already a dependency of httpx), so it adds no
-dependency and stays light enough for thousands of idle keep-alive connections: a connection
-costs one `asyncio.Protocol`, and a task exists only while a request is being answered.
+module is one, on aiohttp's low-level web server (aiohttp is already a runtime dependency, and
+its HTTP/1.1 parser and writer have met far more inputs than a hand-written one): a connection
+costs one aiohttp `RequestHandler`, so thousands of idle keep-alive connections stay cheap.
 
 What it answers is `bridge.devapi` (deterministic, so a test can compare what the bridge
 returns with a direct REST call); how it answers is `bridge.devfaults`:
-`DevUpstream.program()` queues faults for the next requests of a model.
+`DevUpstream.program()` queues faults for the next requests of a model. The faults that need
+the socket itself (resets, cuts, hangs) act on the request's transport.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import struct
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from http import HTTPStatus
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
-import h11
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11, RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import ERROR, RequestHandler
 
 from bridge.devapi import (
     MODELS,
@@ -91,171 +95,31 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024 * 1024
 """Request bodies beyond this are answered 413 (and recorded with an empty body)."""
 
+MAX_HEADER_LINE = 16 * 1024
+"""Longest request line or header field aiohttp accepts here (h11's default limit, which the
+development upstream had before; aiohttp's own default is 8 KiB)."""
+
 # ---------------------------------------------------------------------------------------------
-# HTTP/1.1 on h11.
+# One exchange: bridge.devfaults.Exchange over an aiohttp request.
 
 
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+class _Exchange:
+    """The response side of one request, as `bridge.devfaults.deliver` writes it.
 
-
-class _Connection(asyncio.Protocol):
-    """One client connection: h11 parsing, keep-alive, flow control, and the `Exchange` that
-    `bridge.devfaults.deliver` writes the current response through.
-
-    The client going away (EOF or error) cancels the handler task, which is how `Hang`, delays
-    and slow streams notice a disconnect at once, and how `disconnects` is counted.
+    Writes go through an aiohttp `StreamResponse` (headers sent at `prepare`, chunked unless a
+    length is given); `cut` and `reset` act on the request's transport. The sending methods
+    raise `ConnectionError` once the client has gone (aiohttp raises
+    `ClientConnectionResetError` on a closing transport).
     """
 
-    def __init__(self, server: DevUpstream) -> None:
-        self._server = server
-        self._h11 = h11.Connection(h11.SERVER)
-        self._transport: asyncio.Transport | None = None
-        self._head: h11.Request | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._task: asyncio.Task[None] | None = None
-        self._request_id = ""
-        self._head_request = False
-        self._complete = True
-        """Whether the current response was entirely handed to the transport."""
-        self._gone = False
-        self._closing_by_us = False
-        self._paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
-
-    # -- asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._server._attach(self)
-
-    def data_received(self, data: bytes) -> None:
-        self._h11.receive_data(data)
-        self._pump()
-
-    def eof_received(self) -> bool:
-        # HTTP/1.1 clients do not half-close: EOF means the client is gone.
-        self._lost()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost()
-        self._server._detach(self)
-        self._wake_writer()
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake_writer()
-
-    # -- requests
-
-    def _pump(self) -> None:
-        """Turn buffered bytes into requests; start a handler when one is complete."""
-        while self._task is None and not self._gone:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._reject(exc)
-                return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Request):
-                self._start_request(event)
-            elif isinstance(event, h11.Data):
-                self._body_size += len(event.data)
-                if self._body_size <= MAX_BODY:
-                    self._body.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                self._dispatch()
-            elif isinstance(event, h11.ConnectionClosed):
-                return
-
-    def _start_request(self, event: h11.Request) -> None:
-        self._head, self._body, self._body_size = event, [], 0
-        if self._h11.they_are_waiting_for_100_continue:
-            self._send_now(h11.InformationalResponse(status_code=100, headers=[]))
-
-    def _dispatch(self) -> None:
-        assert self._head is not None
-        too_large = self._body_size > MAX_BODY
-        request = _record(self._head, b"" if too_large else b"".join(self._body))
-        self._server.requests.append(request)
-        self._body = []
-        self._request_id = self._server._next_request_id()
-        self._head_request = request.method == "HEAD"
-        self._complete = False
-        self._task = asyncio.get_running_loop().create_task(self._handle(request, too_large))
-        self._server._tasks.add(self._task)
-        self._task.add_done_callback(self._handled)
-
-    async def _handle(self, request: RecordedRequest, too_large: bool) -> None:
-        self._server.active_responses += 1
-        try:
-            await self._server._answer(self, request, too_large)
-        except ConnectionError:
-            pass
-        except Exception:
-            logger.exception("dev upstream failed to answer %s %s", request.method, request.path)
-            self._fail()
-        finally:
-            self._server.active_responses -= 1
-
-    def _handled(self, task: asyncio.Task[None]) -> None:
-        """After a response: next keep-alive cycle (maybe a pipelined request), or close."""
-        self._server._tasks.discard(task)
-        self._task = None
-        if self._gone or self._closing_by_us or self._transport is None:
-            return
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-            self._pump()
-        else:
-            self._close()
-
-    def _reject(self, exc: h11.RemoteProtocolError) -> None:
-        status = exc.error_status_hint
-        self._request_id = self._server._next_request_id()
-        body = encode_json(error_envelope(str(exc), "invalid_request_error"))
-        with contextlib.suppress(h11.LocalProtocolError):
-            self._send_now(
-                self._response(status, JSON_TYPE, {}, len(body)),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            )
-        self._close()
-
-    def _fail(self) -> None:
-        """An unexpected error in a handler: a 500 if nothing was sent yet, else a reset."""
-        if self._gone:
-            return
-        if self._h11.our_state is h11.SEND_RESPONSE:
-            body = encode_json(error_envelope("dev upstream internal error", "server_error"))
-            self._send_now(
-                self._response(500, JSON_TYPE, {}, len(body)),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            )
-            self._complete = True
-        else:
-            self.reset()
-
-    def _lost(self) -> None:
-        if self._gone:
-            return
-        self._gone = True
-        if self._task is not None and not self._task.done():
-            if not self._complete and not self._closing_by_us:
-                self._server.disconnects += 1
-            self._task.cancel()
-
-    # -- writing
+    def __init__(self, request: web.BaseRequest, request_id: str) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.response: web.StreamResponse | None = None
+        self.head_request = request.method == "HEAD"
+        self.complete = False
+        """Whether the whole response was handed to the transport (or ended on purpose)."""
+        self.closed_by_us = False
 
     def _response(
         self,
@@ -263,58 +127,40 @@ class _Connection(asyncio.Protocol):
         content_type: str,
         headers: Mapping[str, str],
         content_length: int | None,
-    ) -> h11.Response:
+    ) -> web.StreamResponse:
+        # Lower-case names, as the h11-based server sent them; later entries win.
         merged = {
             "content-type": content_type,
-            "x-request-id": self._request_id,
+            "x-request-id": self.request_id,
             "server": "bridge-devserver",
         }
         if content_length is not None:
             merged["content-length"] = str(content_length)
         merged.update((k.lower(), v) for k, v in headers.items())
-        return h11.Response(
-            status_code=status, headers=list(merged.items()), reason=_reason(status)
-        )
+        response = web.StreamResponse(status=status)
+        for name, value in merged.items():
+            response.headers[name] = value
+        return response
 
-    def _encode(self, *events: h11.Event) -> bytes:
-        return b"".join(self._h11.send(e) or b"" for e in events)
+    async def _prepare(self, response: web.StreamResponse) -> None:
+        if self.closed_by_us:
+            raise ConnectionResetError("the connection was closed")
+        self.response = response
+        await response.prepare(self.request)
 
-    def _send_now(self, *events: h11.Event) -> None:
-        if self._transport is not None and not self._gone:
-            self._transport.write(self._encode(*events))
-
-    async def _write(self, data: bytes) -> None:
-        if self._gone or self._transport is None:
-            raise ConnectionResetError("the client disconnected")
-        self._transport.write(data)
-        if self._paused:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
-            if self._gone:
-                raise ConnectionResetError("the client disconnected")
-
-    def _wake_writer(self) -> None:
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _close(self) -> None:
-        self._closing_by_us = True
-        if self._transport is not None:
-            self._transport.close()
-
-    # -- bridge.devfaults.Exchange
+    def _has_body(self) -> bool:
+        assert self.response is not None
+        return not self.head_request and self.response.status not in (204, 304)
 
     async def send_full(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
     ) -> None:
         response = self._response(status, content_type, headers, len(body))
-        events: list[h11.Event] = [response]
-        if body and not self._head_request and status not in (204, 304):
-            events.append(h11.Data(data=body))
-        data = self._encode(*events, h11.EndOfMessage())
-        self._complete = True
-        await self._write(data)
+        await self._prepare(response)
+        self.complete = True
+        if body and self._has_body():
+            await response.write(body)
+        await response.write_eof()
 
     async def send_head(
         self,
@@ -323,45 +169,64 @@ class _Connection(asyncio.Protocol):
         headers: Mapping[str, str],
         content_length: int | None = None,
     ) -> None:
-        await self._write(
-            self._encode(self._response(status, content_type, headers, content_length))
-        )
+        await self._prepare(self._response(status, content_type, headers, content_length))
 
     async def send_data(self, data: bytes) -> None:
-        if data and not self._head_request:
-            await self._write(self._encode(h11.Data(data=data)))
+        assert self.response is not None
+        if data and self._has_body():
+            await self.response.write(data)
 
     async def finish(self) -> None:
-        data = self._encode(h11.EndOfMessage())
-        self._complete = True
-        await self._write(data)
+        assert self.response is not None
+        self.complete = True
+        await self.response.write_eof()
 
     async def cut(self) -> None:
         # close(), not abort(): what was written still arrives, then a plain FIN.
-        self._complete = True
-        self._close()
+        self.complete = True
+        self.closed_by_us = True
+        transport = self.request.transport
+        if transport is not None:
+            transport.close()
 
     def reset(self) -> None:
-        self._complete = True
-        self._closing_by_us = True
-        if self._transport is None:
+        self.complete = True
+        self.closed_by_us = True
+        transport = self.request.transport
+        if transport is None:
             return
-        sock = self._transport.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self._transport.abort()
+        transport.abort()
 
-    def stop(self) -> None:
-        """Server shutdown: drop the connection without counting a disconnect."""
-        self._closing_by_us = True
-        if self._transport is not None:
-            self._transport.abort()
+    async def fail(self) -> None:
+        """An unexpected error in a handler: a 500 if nothing was sent yet, else a reset."""
+        if self.response is None and not self.closed_by_us:
+            body = encode_json(error_envelope("dev upstream internal error", "server_error"))
+            await self.send_full(500, body, JSON_TYPE, {})
+        else:
+            self.reset()
 
 
-def _record(head: h11.Request, body: bytes) -> RecordedRequest:
+async def _read_body(request: web.BaseRequest) -> tuple[bytes, bool]:
+    """The request body, or b"" and True when it exceeds `MAX_BODY` (read to the end anyway,
+    so that the 413 can be sent on a connection in a known state)."""
+    parts: list[bytes] = []
+    size = 0
+    async for data in request.content.iter_any():
+        size += len(data)
+        if size <= MAX_BODY:
+            parts.append(data)
+    if size > MAX_BODY:
+        return b"", True
+    return b"".join(parts), False
+
+
+def _record(request: web.BaseRequest, body: bytes) -> RecordedRequest:
     headers: dict[str, str] = {}
-    for name, value in head.headers:
-        key, text = name.decode("latin-1"), value.decode("latin-1")
+    for name, value in request.raw_headers:
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     parsed: Any | None = None
     if body:
@@ -370,13 +235,49 @@ def _record(head: h11.Request, body: bytes) -> RecordedRequest:
         except ValueError:
             parsed = None
     return RecordedRequest(
-        head.method.decode("ascii"),
-        head.target.decode("latin-1"),
+        request.method,
+        request.raw_path,
         headers,
         body,
         parsed,
         asyncio.get_running_loop().time(),
     )
+
+
+class _WebServer(web.Server):
+    """aiohttp's low-level server, telling its `DevUpstream` about connections."""
+
+    def __init__(self, owner: DevUpstream, **kwargs: Any) -> None:
+        super().__init__(
+            owner._handle, handler_cancellation=True, request_factory=self._request, **kwargs
+        )
+        self.owner = owner
+        self.transports: dict[RequestHandler, asyncio.Transport] = {}
+
+    def _request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # A request too malformed to parse has no version, and aiohttp answers its 400 as
+        # HTTP/1.0; this is an HTTP/1.1 server, and says so in every status line.
+        if message is ERROR:
+            message = message._replace(version=HttpVersion11)
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.transports[handler] = transport
+        self.owner.open_connections += 1
+        self.owner.connections_accepted += 1
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        if self.transports.pop(handler, None) is not None:
+            self.owner.open_connections -= 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,8 +312,8 @@ class DevUpstream:
         self.connections_accepted = 0
         self._programs: dict[str, deque[Behavior]] = {}
         self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._web: _WebServer | None = None
+        self._exchanges: dict[asyncio.Task[Any], _Exchange] = {}
 
     @property
     def url(self) -> str:
@@ -423,9 +324,13 @@ class DevUpstream:
     async def start(self) -> None:
         """Bind and listen; afterwards `port` is the real port (useful with port 0)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self.port, backlog=4096
+        self._web = _WebServer(
+            self,
+            access_log=None,
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
         )
+        self._server = await loop.create_server(self._web, self.host, self.port, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -434,9 +339,12 @@ class DevUpstream:
         if server is None:
             return
         server.close()
-        for connection in list(self._connections):
-            connection.stop()
-        tasks = list(self._tasks)
+        for exchange in self._exchanges.values():
+            exchange.closed_by_us = True
+        if self._web is not None:
+            for transport in list(self._web.transports.values()):
+                transport.abort()
+        tasks = list(self._exchanges)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -461,24 +369,52 @@ class DevUpstream:
         authentication do not consume them. An empty queue means the normal behaviour."""
         self._programs.setdefault(model, deque()).extend(behaviors)
 
-    # -- used by _Connection
+    # -- answering (the aiohttp request handler)
 
-    def _attach(self, connection: _Connection) -> None:
-        self._connections.add(connection)
-        self.open_connections += 1
-        self.connections_accepted += 1
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Record the request, answer it through `deliver`, count disconnects.
 
-    def _detach(self, connection: _Connection) -> None:
-        if connection in self._connections:
-            self._connections.discard(connection)
-            self.open_connections -= 1
+        aiohttp cancels this handler when its connection is lost (handler_cancellation), which
+        is how `Hang`, delays and slow streams notice a client going away. After a cut or a
+        reset, or once the client has gone, the handler waits for that cancellation instead
+        of returning a response aiohttp would try to finish on a closed connection.
+        """
+        body, too_large = await _read_body(request)
+        recorded = _record(request, body)
+        self.requests.append(recorded)
+        exchange = _Exchange(request, self._next_request_id())
+        task = asyncio.current_task()
+        assert task is not None
+        self._exchanges[task] = exchange
+        self.active_responses += 1
+        try:
+            try:
+                await self._answer(exchange, recorded, too_large)
+            except ConnectionError:
+                pass  # the client went away: connection_lost cancels this handler
+            except Exception:
+                logger.exception(
+                    "dev upstream failed to answer %s %s", recorded.method, recorded.path
+                )
+                with contextlib.suppress(ConnectionError):
+                    await exchange.fail()
+            response = exchange.response
+            if response is None or exchange.closed_by_us or not exchange.complete:
+                await asyncio.get_running_loop().create_future()  # until connection_lost
+                raise AssertionError("unreachable")
+            return response
+        except asyncio.CancelledError:
+            if not exchange.complete and not exchange.closed_by_us:
+                self.disconnects += 1
+            raise
+        finally:
+            self.active_responses -= 1
+            self._exchanges.pop(task, None)
 
     def _next_request_id(self) -> str:
         return "req_" + uuid.uuid4().hex
 
-    async def _answer(
-        self, exchange: _Connection, request: RecordedRequest, too_large: bool
-    ) -> None:
+    async def _answer(self, exchange: _Exchange, request: RecordedRequest, too_large: bool) -> None:
         if too_large:
             reply: Reply = error_reply(
                 413,

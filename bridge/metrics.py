@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -252,14 +253,15 @@ class SharedMetrics:
 
 @dataclass
 class MetricsServer:
-    """A minimal HTTP/1.1 server on the bridge's event loop: GET /metrics, nothing else.
+    """GET /metrics (and /) on aiohttp's web server, inside the bridge's own event loop.
 
-    It runs inside the bridge's own loop (no thread, no second framework) and can share its
-    port between worker processes, which prometheus_client's own server cannot.
+    aiohttp parses the HTTP (HEAD comes with GET; other methods get 405, other paths 404) and
+    binds with SO_REUSEPORT when asked, so worker processes can share one metrics port, which
+    prometheus_client's own threaded server cannot.
     """
 
     metrics: Metrics
-    server: asyncio.Server
+    runner: web.AppRunner
     host: str
     port: int
 
@@ -267,76 +269,28 @@ class MetricsServer:
     async def start(
         cls, metrics: Metrics, host: str, port: int, *, reuse_port: bool = False
     ) -> MetricsServer:
-        holder: list[MetricsServer] = []
+        async def scrape(request: web.Request) -> web.Response:
+            # Multiprocess mode reads many files: keep that off the event loop.
+            body = await asyncio.to_thread(metrics.exposition)
+            response = web.Response(body=body)
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await holder[0]._handle(reader, writer)
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server = await asyncio.start_server(
-            handle,
-            host,
-            port,
-            family=family,
-            reuse_port=reuse_port or None,
-            reuse_address=True,
-        )
-        bound = server.sockets[0].getsockname()[1]
-        self = cls(metrics, server, host, bound)
-        holder.append(self)
-        return self
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        app.router.add_get("/", scrape)
+        # No access log: a scrape every few seconds would drown the bridge's own log.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound = runner.addresses[0][1]
+        return cls(metrics, runner, host, bound)
 
     async def aclose(self) -> None:
-        self.server.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.server.wait_closed(), 1.0)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-            method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
-            path = rest.partition(b" ")[0].split(b"?", 1)[0]
-            if method not in (b"GET", b"HEAD"):
-                await _respond(writer, 405, b"only GET\n", b"text/plain; charset=utf-8")
-            elif path in (b"/metrics", b"/"):
-                # Multiprocess mode reads many files: keep that off the event loop.
-                body = await asyncio.to_thread(self.metrics.exposition)
-                await _respond(
-                    writer,
-                    200,
-                    body if method == b"GET" else b"",
-                    CONTENT_TYPE_LATEST.encode(),
-                    length=len(body),
-                )
-            else:
-                await _respond(writer, 404, b"see /metrics\n", b"text/plain; charset=utf-8")
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            TimeoutError,
-            ConnectionError,
-        ):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-
-_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed"}
-
-
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    *,
-    length: int | None = None,
-) -> None:
-    writer.write(
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-        % (status, _REASONS[status], content_type, len(body) if length is None else length)
-    )
-    writer.write(body)
-    await writer.drain()
+            await asyncio.wait_for(self.runner.cleanup(), 1.0)

@@ -33,18 +33,17 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+import bridge
 from bridge import errors, upstream_http
 from bridge.config import Config
 from bridge.errors import BridgeError, Redactor
 from bridge.event_stream import EventStream
 from bridge.observe import UpstreamHooks
-from bridge.retry import RetryPolicy
 from bridge.upstream_body import decode_object
 
 log = logging.getLogger(__name__)
 
-__version__ = "0.1.0"
-USER_AGENT = f"aigateway-bridge/{__version__}"
+USER_AGENT = f"aigateway-bridge/{bridge.__version__}"
 
 FORWARDED_METADATA = frozenset(
     {
@@ -125,11 +124,7 @@ class Upstream:
         self.forwarded = FORWARDED_METADATA | config.extra_forwarded_metadata
         self.base_url = config.upstream_url.rstrip("/")
         self.domain = config.upstream_host
-        self.policy = RetryPolicy(
-            max_attempts=config.max_attempts,
-            initial_backoff=config.initial_backoff,
-            max_backoff=config.max_backoff,
-        )
+        self.policy = config.retry_policy
         self._rng = rng or random.Random()
         self._permits = asyncio.Semaphore(config.max_connections)
         self._client = upstream_http.make_client(

@@ -150,6 +150,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+@pytest.mark.slow
 async def test_refused_large_calls_do_not_grow_the_bridges_memory(upstream: DevUpstream) -> None:
     """The issue's attack, at the default limits: big requests of empty messages, refused.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -19,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 
+import bridge
 from bridge import server
 from bridge.config import Config, split_host_port
 from bridge.devserver import DevUpstream
@@ -239,6 +242,7 @@ def test_the_container_command_and_environment_validate() -> None:
     assert "--allow-plaintext" in refused.stderr
 
 
+@pytest.mark.slow
 async def test_docker_healthcheck_command_reports_a_live_bridge(upstream: DevUpstream) -> None:
     """The HEALTHCHECK's command, pointed at a real bridge, exits 0; at nothing, non-zero."""
     (rest,) = instruction("HEALTHCHECK")
@@ -295,3 +299,15 @@ def test_the_message_limit_fits_the_memory_limit_and_the_docs_agree() -> None:
     limit = _mib(container()["resources"]["limits"]["memory"])
     assert BASELINE_MIB + WORST_CASE_EXPANSION * manifest / 2**20 <= limit
     assert f"{limit:.0f} MiB memory limit" in readme
+
+
+def test_manifest_image_tag_is_the_package_version() -> None:
+    """The version is written once (pyproject.toml); the manifest's image tag must follow it."""
+    images = [
+        container["image"]
+        for doc in load_documents()
+        if doc.get("kind") == "Deployment"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images == [f"aigateway-bridge:{importlib.metadata.version('aigateway-bridge')}"]
+    assert bridge.__version__ == importlib.metadata.version("aigateway-bridge")

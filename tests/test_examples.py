@@ -27,6 +27,8 @@ from bridge.devserver import DevUpstream
 from tests import toolchains
 from tests.conftest import DEV_KEY, bridge_config
 
+pytestmark = pytest.mark.examples
+
 ROOT = Path(__file__).resolve().parent.parent
 
 BUILD_TIMEOUT = 1500.0

@@ -134,6 +134,7 @@ async def _bridge_cli(*args: str, env: dict[str, str] | None = None) -> tuple[in
     return process.returncode, out.decode()
 
 
+@pytest.mark.slow
 async def test_health_command_exit_codes(upstream: DevUpstream) -> None:
     running = await server.start(bridge_config(upstream))
     address = f"127.0.0.1:{running.port}"
@@ -155,6 +156,7 @@ async def test_health_command_exit_codes(upstream: DevUpstream) -> None:
     assert code == 2 and "UNAVAILABLE" in out
 
 
+@pytest.mark.slow
 async def test_health_command_over_mutual_tls(upstream: DevUpstream, tmp_path: Path) -> None:
     ca = trustme.CA()
     files = {}
@@ -248,6 +250,7 @@ async def _serve(
     return served
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_a_stream_in_flight_then_exits_0(
     upstream: DevUpstream, spawn: list[Served]
 ) -> None:
@@ -299,6 +302,7 @@ async def test_sigterm_drains_a_stream_in_flight_then_exits_0(
         assert secret not in output
 
 
+@pytest.mark.slow
 async def test_sigterm_cancels_what_outlives_the_grace_and_says_so(
     upstream: DevUpstream, spawn: list[Served]
 ) -> None:
@@ -325,6 +329,7 @@ async def test_sigterm_cancels_what_outlives_the_grace_and_says_so(
     assert upstream.active_responses == 0
 
 
+@pytest.mark.slow
 async def test_a_second_signal_cancels_at_once(upstream: DevUpstream, spawn: list[Served]) -> None:
     upstream.program(MODEL, SlowStream(30))
     served = await _serve(spawn, upstream, "--shutdown-grace", "600")
@@ -457,6 +462,7 @@ async def test_clients_pinging_too_often_are_disconnected(upstream: DevUpstream)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing")
+@pytest.mark.slow
 async def test_workers_share_the_port_and_stop_together(
     upstream: DevUpstream, spawn: list[Served]
 ) -> None:
@@ -487,6 +493,7 @@ async def test_workers_share_the_port_and_stop_together(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing")
+@pytest.mark.slow
 async def test_workers_that_cannot_start_make_the_supervisor_fail(
     upstream: DevUpstream, spawn: list[Served]
 ) -> None:

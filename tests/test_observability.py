@@ -707,6 +707,7 @@ def test_unknown_trace_exporter_and_log_format_are_refused(upstream: DevUpstream
 # ------------------------------------------------------------------------------ the command
 
 
+@pytest.mark.slow
 async def test_serve_command_logs_json_and_serves_metrics(upstream: DevUpstream) -> None:
     """`python -m bridge serve` as a container runs it: JSON logs on stderr, /metrics."""
     env = {
@@ -763,6 +764,7 @@ async def _find(stream: asyncio.StreamReader, pattern: bytes) -> bytes:
             return match.group(1) if match.groups() else line
 
 
+@pytest.mark.slow
 async def test_workers_share_one_metrics_port_and_sum_their_counts(upstream: DevUpstream) -> None:
     """With --workers 2, a scrape answered by either worker counts the calls of both."""
     env = {**os.environ, "AI_GATEWAY_API_KEY": DEV_KEY, "BRIDGE_LOG_FORMAT": "json"}

@@ -26,6 +26,8 @@ from bridge.config import Config
 from bridge.devserver import DevUpstream
 from tests.conftest import DEV_KEY, bridge_config
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
@@ -194,11 +196,13 @@ async def run_example(tmp_path: Path, address: str, model: str | None = None) ->
     return output
 
 
+@pytest.mark.examples
 async def test_readme_python_example_streams_a_chat(example_bridge: str, tmp_path: Path) -> None:
     output = await run_example(tmp_path, example_bridge)
     assert output.startswith("Echo: Hello!"), output
 
 
+@pytest.mark.examples
 async def test_readme_python_example_prints_a_failure_with_its_details(
     example_bridge: str, tmp_path: Path
 ) -> None:
@@ -210,6 +214,7 @@ async def test_readme_python_example_prints_a_failure_with_its_details(
     assert any(re.match(r'  BadRequest: .*field: "model"', line) for line in lines), output
 
 
+@pytest.mark.examples
 async def test_readme_python_example_prints_a_status_without_details(tmp_path: Path) -> None:
     with socket.socket() as unused:  # a port nobody listens on once closed
         unused.bind(("127.0.0.1", 0))

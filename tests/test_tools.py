@@ -23,6 +23,8 @@ from bridge.devserver import DevUpstream
 from tests import toolchains
 from tests.conftest import DEV_KEY, bridge_config
 
+pytestmark = pytest.mark.examples
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "build" / "bin"
 BUF = ROOT / ".venv" / "bin" / "buf"

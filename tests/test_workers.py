@@ -26,9 +26,12 @@ from tests.conftest import DEV_KEY, stubs_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="--workers needs Linux (SO_REUSEPORT)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="--workers needs Linux (SO_REUSEPORT)"
+    ),
+]
 
 
 class Supervisor:
