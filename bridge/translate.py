@@ -31,6 +31,14 @@ without code here. The rules (also written at the top of common.proto):
   a double anyway). The one loss: a lone UTF-16 surrogate escaped in JSON (`"\\ud83d"`)
   cannot be a protobuf string and becomes U+FFFD.
 
+* Key order. A `google.protobuf.Struct` (or any protobuf map) keeps no order: Python's
+  protobuf iterates a map in hash order, which differs from one process to the next. In a
+  request (`request_body`) the keys of every Struct, map and `extra_fields` are therefore
+  written sorted, so identical requests give identical bytes wherever they are translated.
+  Where the order is the caller's to choose (a JSON Schema's `properties`), a message has
+  a `string <key>_json` beside its Struct `<key>`: JSON text, written as `<key>` with the
+  keys in the order written (`parse_json_text`). Such a field is never read from JSON.
+
 Plans are compiled once per message type; the per-call work is a dict lookup and a
 setattr per key, which keeps streaming chunk translation cheap.
 """
@@ -40,8 +48,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2, responses_pb2
@@ -61,8 +70,10 @@ __all__ = [
     "embeddings_request_from_json",
     "from_json",
     "from_json_bytes",
+    "json_text_fields",
     "model_from_json",
     "model_list_from_json",
+    "parse_json_text",
     "request_body",
     "response_event_from_json",
     "response_from_json",
@@ -131,6 +142,113 @@ def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 def _list_to_python(values: struct_pb2.ListValue) -> list[Any]:
     return [value_to_python(v) for v in values.values]
+
+
+def _sorted_value(value: struct_pb2.Value) -> Any:
+    """`value_to_python`, with the keys of every object in it sorted (requests: see the
+    module docstring, "Key order")."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return _sorted_struct(value.struct_value)
+    if kind == "list_value":
+        return _sorted_list(value.list_value)
+    return value_to_python(value)
+
+
+def _sorted_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    # Keys are unique, so sorting the pairs never compares two Values.
+    return {key: _sorted_value(v) for key, v in sorted(struct.fields.items())}
+
+
+def _sorted_list(values: struct_pb2.ListValue) -> list[Any]:
+    return [_sorted_value(v) for v in values.values]
+
+
+def parse_json_text(text: str) -> dict[str, Any]:
+    """The JSON object in a `<key>_json` field, its keys in the order written.
+
+    TranslationError unless `text` is JSON text of one object that the upstream body can
+    carry as it is: no NaN or Infinity (nor a number too large for a double), no key twice
+    in an object (which of the two would count is up to each parser), no lone UTF-16
+    surrogate escape (the body is UTF-8), and no deeper than MAX_NESTING objects and arrays.
+    """
+    try:
+        data = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError:
+        raise TranslationError(f"JSON nested deeper than {MAX_NESTING} levels") from None
+    except TranslationError:
+        raise
+    except ValueError as exc:
+        raise TranslationError(f"not JSON: {exc}") from None
+    if type(data) is not dict:
+        raise TranslationError(f"got {_json_kind(data)}")
+    _check_json_text(data)
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise TranslationError(f"the key {json.dumps(key)} appears twice in an object")
+            seen.add(key)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise TranslationError(f"{name} is not JSON; send a finite number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (math.inf, -math.inf):
+        raise TranslationError(f"{literal[:40]} is beyond the range of a double (about 1e308)")
+    return value
+
+
+def _json_kind(data: Any) -> str:
+    if type(data) is list:
+        return "an array"
+    if type(data) is str:
+        return "a string"
+    if data is None:
+        return "null"
+    return "a boolean" if type(data) is bool else "a number"
+
+
+def _check_json_text(data: dict[str, Any]) -> None:
+    """Nesting depth and lone surrogates, walked without recursion."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise TranslationError(f"JSON nested deeper than {MAX_NESTING} levels")
+        if type(value) is dict:
+            for key, item in value.items():
+                _check_string(key)
+                pending.append((item, depth + 1))
+        elif type(value) is list:
+            pending.extend((item, depth + 1) for item in value)
+        elif type(value) is str:
+            _check_string(value)
+
+
+def _check_string(value: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise TranslationError(
+                "a lone UTF-16 surrogate escape (such as \\ud83d), which is not a character; "
+                "send the character or its full surrogate pair"
+            ) from None
 
 
 def _set_value(target: struct_pb2.Value, data: Any, level: int) -> None:
@@ -212,11 +330,13 @@ class _Plan:
     A tagged message (`tagged`) reads and writes through the member its `type` picks.
     """
 
-    __slots__ = ("has_extra", "implied", "readers", "request", "tagged", "writers")
+    __slots__ = ("has_extra", "implied", "readers", "request", "tagged", "texts", "writers")
 
     def __init__(self) -> None:
         self.readers: dict[str, Reader] = {}
         self.writers: dict[int, tuple[str, Writer]] = {}
+        self.texts: dict[int, int] = {}
+        """Number of each `<key>_json` field -> number of its Struct `<key>`."""
         self.has_extra = False
         self.implied: tuple[str, dict[str, str]] | None = None
         self.tagged: _Tagged | None = None
@@ -328,6 +448,33 @@ def _with_type(writer: Writer, variant: str) -> Writer:
     return write
 
 
+def json_text_fields(descriptor: Descriptor) -> dict[str, str]:
+    """The `string <key>_json` fields of `descriptor` that stand for its Struct `<key>`
+    (JSON text of the same object, with the caller's key order), by name -> `<key>`."""
+    name = descriptor.full_name
+    texts = _json_texts.get(name)
+    if texts is None:
+        texts = {}
+        for field in descriptor.fields:
+            anchor = descriptor.fields_by_name.get(field.name.removesuffix(_TEXT_SUFFIX))
+            if (
+                field.name.endswith(_TEXT_SUFFIX)
+                and field.type == FieldDescriptor.TYPE_STRING
+                and not _is_repeated(field)
+                and anchor is not None
+                and anchor.message_type is not None
+                and anchor.message_type.full_name == _STRUCT
+                and not _is_repeated(anchor)
+            ):
+                texts[field.name] = anchor.name
+        _json_texts[name] = texts
+    return texts
+
+
+_TEXT_SUFFIX = "_json"
+_json_texts: dict[str, dict[str, str]] = {}
+
+
 def _is_union(oneof: OneofDescriptor) -> bool:
     prefix = oneof.name + "_"
     return all(f.name.startswith(prefix) for f in oneof.fields)
@@ -382,11 +529,18 @@ def _compile(descriptor: Descriptor, plan: _Plan, *, request: bool) -> None:
         if not _is_union(o) and not _is_synthetic(o)
         for f in o.fields
     }
+    texts = json_text_fields(descriptor)
     for field in descriptor.fields:
         if field.name == EXTRA_FIELDS:
             plan.has_extra = True
             continue
         if field.name in in_union:
+            continue
+        if field.name in texts:
+            # Written under its Struct's key, in its Struct's place; never read.
+            anchor = descriptor.fields_by_name[texts[field.name]]
+            plan.writers[field.number] = (_JSON_KEYS.get(anchor.name, anchor.name), _text_writer)
+            plan.texts[field.number] = anchor.number
             continue
         key = _JSON_KEYS.get(field.name, field.name)
         if not request:
@@ -731,8 +885,10 @@ def _field_writer(field: FieldDescriptor, request: bool) -> Writer:
     if message_type is not None and message_type.GetOptions().map_entry:
         value_type = message_type.fields_by_name["value"].message_type
         if value_type is None:
-            return dict
+            return _sorted_map if request else dict
         element = _message_writer(value_type, request)
+        if request:
+            return lambda m: {k: element(v) for k, v in sorted(m.items())}
         return lambda m: {k: element(v) for k, v in m.items()}
     if _is_repeated(field):
         if message_type is None:
@@ -756,14 +912,22 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _sorted_map(value: Any) -> dict[Any, Any]:
+    return dict(sorted(value.items()))
+
+
+def _text_writer(text: str) -> dict[str, Any]:
+    return parse_json_text(text)
+
+
 def _message_writer(descriptor: Descriptor, request: bool) -> Writer:
     full_name = descriptor.full_name
     if full_name == _STRUCT:
-        return struct_to_python
+        return _sorted_struct if request else struct_to_python
     if full_name == _VALUE:
-        return value_to_python
+        return _sorted_value if request else value_to_python
     if full_name == _LIST_VALUE:
-        return _list_to_python
+        return _sorted_list if request else _list_to_python
     return _request_json if request else to_json
 
 
@@ -885,7 +1049,10 @@ def _write(msg: Message, plan: _Plan) -> dict[str, Any]:
     writers = plan.writers
     out: dict[str, Any] = {}
     extra: struct_pb2.Struct | None = None
-    for field, value in msg.ListFields():
+    fields = msg.ListFields()
+    if plan.texts:
+        fields = _in_place_of_structs(fields, plan.texts)
+    for field, value in fields:
         entry = writers.get(field.number)
         if entry is None:  # extra_fields
             extra = value
@@ -893,10 +1060,34 @@ def _write(msg: Message, plan: _Plan) -> dict[str, Any]:
         key, writer = entry
         out[key] = writer(value)
     if extra is not None:
-        for key, item in extra.fields.items():
-            if key not in out:
-                out[key] = value_to_python(item)
+        if plan.request:
+            for key, item in sorted(extra.fields.items()):
+                if key not in out:
+                    out[key] = _sorted_value(item)
+        else:
+            for key, item in extra.fields.items():
+                if key not in out:
+                    out[key] = value_to_python(item)
     return out
+
+
+def _in_place_of_structs(
+    fields: Sequence[tuple[FieldDescriptor, Any]], texts: dict[int, int]
+) -> Sequence[tuple[FieldDescriptor, Any]]:
+    """`fields` with each set `<key>_json` moved to where its Struct `<key>` would be, so
+    that both forms give the same key order around them; both set is a TranslationError."""
+    numbers = {field.number: field for field, _ in fields}
+    moved = False
+    for text, anchor in texts.items():
+        if text in numbers:
+            if anchor in numbers:
+                raise TranslationError(
+                    f"{numbers[anchor].full_name} and {numbers[text].name} are both set; set one"
+                )
+            moved = True
+    if not moved:
+        return fields
+    return sorted(fields, key=lambda item: texts.get(item[0].number, item[0].number))
 
 
 def to_json_bytes(msg: Message) -> bytes:

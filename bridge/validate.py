@@ -19,11 +19,11 @@ from typing import Any, TypeAlias
 import grpc
 from aigateway.v1 import chat_pb2, embeddings_pb2
 from google.protobuf import struct_pb2
-from google.protobuf.descriptor import FieldDescriptor, OneofDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from bridge.errors import BridgeError, invalid_argument, resource_exhausted
-from bridge.translate import type_oneof
+from bridge.translate import TranslationError, json_text_fields, parse_json_text, type_oneof
 
 ChatRequest: TypeAlias = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
 
@@ -280,6 +280,91 @@ def _walk_value(value: struct_pb2.Value, path: str, depth: int) -> None:
         _walk_list(value.list_value, path, depth + 1)
 
 
+# --------------------------------------------------------------------------- JSON texts
+
+
+def json_texts(request: Message) -> None:
+    """Every `<key>_json` field set in the request holds JSON text of one object that the
+    bridge can send as it is (`bridge.translate.parse_json_text`), and its Struct `<key>` is
+    not set too, or INVALID_ARGUMENT naming the field.
+
+    Part of decoding the request (`DecodingInterceptor`), so every service checks it alike
+    before its servicer runs. Only the fields whose types can hold such a text are walked.
+    """
+    _walk_texts(request, "")
+
+
+def _walk_texts(message: Message, path: str) -> None:
+    texts, children = _text_routes(message.DESCRIPTOR)  # type: ignore[arg-type]
+    if not texts and not children:
+        return
+    for field, value in message.ListFields():
+        name = field.name
+        if name in texts:
+            where = _join(path, name)
+            if message.HasField(texts[name]):
+                raise invalid_argument(
+                    _bounded(where), f"cannot be combined with {texts[name]}; set one"
+                )
+            try:
+                parse_json_text(value)
+            except TranslationError as exc:
+                raise invalid_argument(
+                    _bounded(where), f"must be JSON text of an object: {exc}"
+                ) from None
+        elif name in children:
+            where = _join(path, name)
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    _walk_texts(item, f"{where}[{_quoted(str(key))}]")
+            elif field.is_repeated:
+                for i, item in enumerate(value):
+                    _walk_texts(item, f"{where}[{i}]")
+            else:
+                _walk_texts(value, where)
+
+
+def _text_routes(descriptor: Descriptor) -> tuple[dict[str, str], frozenset[str]]:
+    """The `<key>_json` fields of `descriptor`, and its message fields whose type can hold
+    one at any depth."""
+    routes = _routes.get(descriptor.full_name)
+    if routes is None:
+        children = frozenset(
+            f.name
+            for f in descriptor.fields
+            if f.message_type is not None and _holds_texts(_element_type(f.message_type))
+        )
+        routes = (json_text_fields(descriptor), children)
+        _routes[descriptor.full_name] = routes
+    return routes
+
+
+def _element_type(descriptor: Descriptor) -> Descriptor:
+    """A map entry stands for its value type (a map of scalars holds no texts)."""
+    if descriptor.GetOptions().map_entry:
+        value_type = descriptor.fields_by_name["value"].message_type
+        return value_type if value_type is not None else descriptor
+    return descriptor
+
+
+def _holds_texts(descriptor: Descriptor) -> bool:
+    """Whether a message of this type can hold a `<key>_json` field anywhere below it."""
+    seen = {descriptor.full_name}
+    pending = [descriptor]
+    while pending:
+        current = pending.pop()
+        if json_text_fields(current):
+            return True
+        for field in current.fields:
+            if field.message_type is not None and field.message_type.full_name not in seen:
+                seen.add(field.message_type.full_name)
+                pending.append(field.message_type)
+    return False
+
+
+_routes: dict[str, tuple[dict[str, str], frozenset[str]]] = {}
+
+
 # --------------------------------------------------------------------------- undecodable
 
 Behavior: TypeAlias = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
@@ -295,7 +380,8 @@ class _Undecodable:
 
 
 class DecodingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """A request that protobuf cannot decode is INVALID_ARGUMENT, not UNKNOWN.
+    """A request that protobuf cannot decode is INVALID_ARGUMENT, not UNKNOWN; so is one
+    whose JSON text fields (`json_texts`) cannot be decoded.
 
     grpc decodes the request with the handler's deserializer before any servicer code runs,
     and reports a parser's exception as UNKNOWN "Unexpected DecodeError" with a traceback in
@@ -332,9 +418,15 @@ class DecodingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(raw: bytes) -> Any:
         try:
-            return deserializer(raw)
+            request = deserializer(raw)
         except DecodeError as exc:
             return _Undecodable(_undecodable(str(exc)))
+        if isinstance(request, Message):
+            try:
+                json_texts(request)
+            except BridgeError as error:
+                return _Undecodable(error)
+        return request
 
     return deserialize
 
@@ -383,6 +475,7 @@ __all__ = [
     "DecodingInterceptor",
     "chat",
     "embeddings",
+    "json_texts",
     "json_values",
     "message_size",
     "model_id",

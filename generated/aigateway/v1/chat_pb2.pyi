@@ -1528,6 +1528,7 @@ class FunctionDefinition(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The function name: a-z, A-Z, 0-9, `_` and `-`, up to 64 chars."""
@@ -1535,9 +1536,16 @@ class FunctionDefinition(_message.Message):
     """What the function does, for the model."""
     strict: _builtins.bool
     """Whether the arguments must follow the schema exactly. Defaults to false."""
+    parameters_json: _builtins.str
+    """JSON Schema of the arguments object, as JSON text of an object: sent as
+    `parameters` with its keys in the order written. Exclusive with
+    `parameters`. Empty means unset.
+    """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
-        """JSON Schema of the arguments object."""
+        """JSON Schema of the arguments object, as a Struct: sent with its keys
+        sorted at every level. Exclusive with `parameters_json`.
+        """
 
     @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
@@ -1550,11 +1558,12 @@ class FunctionDefinition(_message.Message):
         description: _builtins.str | None = ...,
         parameters: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool | None = ...,
+        parameters_json: _builtins.str = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "parameters", b"parameters", "strict", b"strict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "parameters", b"parameters", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "parameters", b"parameters", "parameters_json", b"parameters_json", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -2063,6 +2072,7 @@ class JsonSchema(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SCHEMA_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The schema name: a-z, A-Z, 0-9, `_` and `-`, up to 64 chars."""
@@ -2070,9 +2080,16 @@ class JsonSchema(_message.Message):
     """What the format is for, for the model."""
     strict: _builtins.bool
     """Whether the reply must follow the schema exactly. Defaults to false."""
+    schema_json: _builtins.str
+    """The JSON Schema, as JSON text of an object: sent as `schema` with its
+    keys in the order written, which is the order of the reply's keys under
+    structured outputs. Exclusive with `schema`. Empty means unset.
+    """
     @_builtins.property
     def schema(self) -> _struct_pb2.Struct:
-        """The JSON Schema."""
+        """The JSON Schema, as a Struct: sent with its keys sorted at every level.
+        Exclusive with `schema_json`.
+        """
 
     @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
@@ -2085,11 +2102,12 @@ class JsonSchema(_message.Message):
         description: _builtins.str | None = ...,
         schema: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool | None = ...,
+        schema_json: _builtins.str = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "schema", b"schema", "schema_json", b"schema_json", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015

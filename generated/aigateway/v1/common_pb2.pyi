@@ -33,6 +33,12 @@ class StringList(_message.Message):
       (`null`, an empty array, or a value of an unexpected JSON type). The bridge
       merges it into the JSON it sends and fills it from the JSON it receives, so
       nothing is lost in either direction.
+    * A free-form object whose key order matters (a JSON Schema's `properties`,
+      a tool's `parameters`) has two forms: a `google.protobuf.Struct` field
+      `<key>` and a sibling `string <key>_json`, JSON text of the same object,
+      sent upstream with its keys in the order written. A Struct is a protobuf
+      map, which keeps no order: the bridge sends its keys sorted. Set at most
+      one of the two; the JSON key is `<key>` either way.
 
     A JSON array of strings, used where a union has an array-of-strings form.
     """

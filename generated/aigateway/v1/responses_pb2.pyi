@@ -3658,6 +3658,7 @@ class FunctionTool(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Always `function`."""
@@ -3669,9 +3670,16 @@ class FunctionTool(_message.Message):
     """Whether the arguments must follow the schema exactly. Defaults to true
     at OpenAI.
     """
+    parameters_json: _builtins.str
+    """JSON Schema of the arguments object, as JSON text of an object: sent as
+    `parameters` with its keys in the order written. Exclusive with
+    `parameters`. Empty means unset; never set in a response.
+    """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
-        """JSON Schema of the arguments object."""
+        """JSON Schema of the arguments object, as a Struct: sent with its keys
+        sorted at every level. Exclusive with `parameters_json`.
+        """
 
     @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
@@ -3685,11 +3693,12 @@ class FunctionTool(_message.Message):
         description: _builtins.str | None = ...,
         parameters: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool | None = ...,
+        parameters_json: _builtins.str = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "parameters", b"parameters", "strict", b"strict", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "parameters", b"parameters", "strict", b"strict", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "parameters", b"parameters", "parameters_json", b"parameters_json", "strict", b"strict", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -3891,6 +3900,7 @@ class CustomTool(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    FORMAT_JSON_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Always `custom`."""
@@ -3898,9 +3908,17 @@ class CustomTool(_message.Message):
     """Required. The tool name."""
     description: _builtins.str
     """What the tool does, for the model."""
+    format_json: _builtins.str
+    """Input format, as JSON text of an object: sent as `format` with its keys
+    in the order written. Exclusive with `format`. Empty means unset; never
+    set in a response.
+    """
     @_builtins.property
     def format(self) -> _struct_pb2.Struct:
-        """Input format: `{"type": "text"}` or a grammar."""
+        """Input format: `{"type": "text"}` or a grammar (`{"type": "grammar",
+        "syntax": "lark", "definition": ...}`), as a Struct: sent with its keys
+        sorted. Exclusive with `format_json`.
+        """
 
     @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
@@ -3913,11 +3931,12 @@ class CustomTool(_message.Message):
         name: _builtins.str | None = ...,
         description: _builtins.str | None = ...,
         format: _struct_pb2.Struct | None = ...,
+        format_json: _builtins.str = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "format", b"format", "name", b"name", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "format", b"format", "name", b"name", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "format", b"format", "format_json", b"format_json", "name", b"name", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -4185,6 +4204,7 @@ class ResponseTextFormat(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SCHEMA_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Required. `text`, `json_object` or `json_schema`."""
@@ -4196,9 +4216,17 @@ class ResponseTextFormat(_message.Message):
     """For `json_schema`: what the format is for, for the model."""
     strict: _builtins.bool
     """For `json_schema`: whether the output must follow the schema exactly."""
+    schema_json: _builtins.str
+    """For `json_schema`: the JSON Schema, as JSON text of an object: sent as
+    `schema` with its keys in the order written, which is the order of the
+    output's keys under structured outputs. Exclusive with `schema`. Empty
+    means unset; never set in a response.
+    """
     @_builtins.property
     def schema(self) -> _struct_pb2.Struct:
-        """For `json_schema`: the JSON Schema."""
+        """For `json_schema`: the JSON Schema, as a Struct: sent with its keys
+        sorted at every level. Exclusive with `schema_json`.
+        """
 
     @_builtins.property
     def extra_fields(self) -> _struct_pb2.Struct:
@@ -4212,11 +4240,12 @@ class ResponseTextFormat(_message.Message):
         description: _builtins.str | None = ...,
         schema: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool | None = ...,
+        schema_json: _builtins.str = ...,
         extra_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "schema", b"schema", "strict", b"strict", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "schema", b"schema", "strict", b"strict", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_strict", b"_strict", "_type", b"_type", "description", b"description", "extra_fields", b"extra_fields", "name", b"name", "schema", b"schema", "schema_json", b"schema_json", "strict", b"strict", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
