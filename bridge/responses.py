@@ -34,6 +34,7 @@ FAILED_EVENT = "response.failed"
 def check(request: ResponseRequest) -> None:
     """What the bridge rejects before calling the upstream (a BadRequest naming the field)."""
     validate.model_id(request.model)
+    validate.json_values(request)
     ranges = (
         ("temperature", request.HasField("temperature"), request.temperature, 0.0, 2.0),
         ("top_p", request.HasField("top_p"), request.top_p, 0.0, 1.0),

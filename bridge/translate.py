@@ -1041,11 +1041,17 @@ def _write(msg: Message, plan: _Plan) -> dict[str, Any]:
         members = msg.ListFields()
         if not members:
             return {}
-        # The member is the object itself: its `type` is written only when it was given
-        # (an input message may leave it out), while what it holds follows `plan`'s mode.
-        member: Message = members[0][1]
-        planner = _request_plan if plan.request else _plan
-        return _write(member, planner(member.DESCRIPTOR))  # type: ignore[arg-type]
+        # The member is the object itself. In a response its `type` is written only when it
+        # was given. In a request the member names the `type` the API requires (a
+        # `function` tool is `{"type": "function", ...}`), except a `message` item, whose
+        # type OpenAI's short form leaves out, and `other`, which holds its own.
+        field, member = members[0]
+        if not plan.request:
+            return _write(member, _plan(member.DESCRIPTOR))
+        written = _write(member, _request_plan(member.DESCRIPTOR))
+        if "type" not in written and field.name not in (_OTHER, "message"):
+            written = {"type": field.name, **written}
+        return written
     writers = plan.writers
     out: dict[str, Any] = {}
     extra: struct_pb2.Struct | None = None

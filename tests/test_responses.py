@@ -365,3 +365,30 @@ async def test_health_and_reflection_know_the_service(bridge: server.Bridge) -> 
         async for reply in reflection.ServerReflectionInfo(iter([ask]), timeout=10):
             names = [s.name for s in reply.list_services_response.service]
             assert name in names
+
+
+async def test_a_tool_or_part_without_its_type_is_sent_with_the_type_its_member_names(
+    upstream: DevUpstream, responses: Stub
+) -> None:
+    """The oneof member names the JSON `type` the API requires (issue 11, "A oneof member
+    names its JSON form"); a message item keeps OpenAI's short form, without a type."""
+    request = responses_pb2.CreateResponseRequest(model=MODEL)
+    item = request.input_items.values.add().message
+    item.role = "user"
+    item.content_parts.values.add().input_text.text = "hi"
+    request.tools.add().function.name = "get_weather"
+    await responses.CreateResponse(request, timeout=10)
+    body = json.loads(next(r for r in upstream.requests if r.path == "/v1/responses").body)
+    assert body["tools"] == [{"type": "function", "name": "get_weather"}]
+    assert body["input"][0] == {"role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+
+
+async def test_nan_in_a_responses_struct_is_invalid_argument(
+    upstream: DevUpstream, responses: Stub
+) -> None:
+    request = responses_pb2.CreateResponseRequest(model=MODEL, input_text="hi")
+    request.extra_fields["bad"] = float("nan")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await responses.CreateResponse(request, timeout=10)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert not [r for r in upstream.requests if r.path == "/v1/responses"]
