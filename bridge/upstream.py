@@ -86,12 +86,16 @@ def header_value_problem(value: str) -> str | None:
     return f"contains {kind} (U+{ord(bad):04X}); only visible ASCII, space and tab are allowed"
 
 
-def returned_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], ...]:
+def returned_metadata(
+    headers: httpx.Headers | None, redact: Redactor | None = None
+) -> tuple[tuple[str, str], ...]:
     """The upstream headers a caller gets back, as gRPC metadata pairs.
 
     `x-request-id`, `openai-processing-ms`, `retry-after(-ms)`, `x-should-retry` and every
     `x-ratelimit-*`. A value that is not valid gRPC metadata (non-ASCII, control characters)
     or longer than 512 characters is dropped: never a failed call (DESIGN.md "Streaming").
+    `redact` (the call's credentials) is applied to each value: an upstream that echoes the
+    request's key in `x-request-id` must not hand it to the caller (DESIGN.md "Credentials").
     """
     if headers is None:
         return ()
@@ -99,7 +103,7 @@ def returned_metadata(headers: httpx.Headers | None) -> tuple[tuple[str, str], .
     for key, value in headers.multi_items():
         returned = key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX)
         if returned and len(value) <= _RETURNED_VALUE_LIMIT and _METADATA_VALUE.fullmatch(value):
-            pairs.append((key, value))
+            pairs.append((key, value if redact is None else redact(value)))
     return tuple(pairs)
 
 
@@ -165,9 +169,12 @@ class Upstream:
             headers["authorization"] = f"Bearer {self.config.credential}"
         return headers
 
-    def redactor(self, headers: Mapping[str, str]) -> Redactor:
-        """Redacts the bridge's credential and the one this call carries."""
+    def redactor(self, headers: Mapping[str, str | bytes]) -> Redactor:
+        """Redacts the bridge's credential and the one this call carries (`headers` may be
+        the call's raw metadata: only a str `authorization` counts)."""
         carried = headers.get("authorization", "")
+        if not isinstance(carried, str):
+            carried = ""
         return Redactor((self.config.credential, carried, carried.partition(" ")[2].strip()))
 
     # ------------------------------------------------------------------ unary
@@ -263,7 +270,7 @@ class Upstream:
         """The error as it leaves the boundary: redacted, with the returned headers."""
         error = error.redacted(redact)
         if response is not None and not error.trailing:
-            error.trailing = returned_metadata(response.headers)
+            error.trailing = returned_metadata(response.headers, redact)
         return error
 
     def transport_error(
