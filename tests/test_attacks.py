@@ -457,9 +457,9 @@ _EXTRA_HEADERS = st.lists(
 
 
 @st.composite
+def _response(draw: st.DrawFn, stream: bool) -> bytes:
     body: bytes = draw(_sse_body() if stream and draw(st.booleans()) else _JSON_BODIES)
     headers: list[bytes] = [draw(_STATUS_LINES)]
-    headers = [draw(_STATUS_LINES)]
     content_type = draw(_CONTENT_TYPES)
     if content_type is not None:
         headers.append(b"content-type: " + content_type)
