@@ -188,8 +188,9 @@ class BridgeError(Exception):
         return status
 
     def redacted(self, redact: Callable[[str], str]) -> BridgeError:
-        """A copy with `redact` applied to every string the caller would see: the message and
-        every string field of every detail (ErrorInfo reason and metadata included)."""
+        """A copy with `redact` applied to every string the caller would see: the message,
+        every string field of every detail (ErrorInfo reason and metadata included) and the
+        trailing metadata."""
         copy = BridgeError.__new__(BridgeError)
         copy.__dict__.update(self.__dict__)
         copy.message = redact(self.message)
@@ -201,6 +202,8 @@ class BridgeError(Exception):
             _redact_fields(clone, redact)
             details.append(clone)
         copy.details = tuple(details)
+        # The upstream's returned headers (x-request-id, x-ratelimit-*) may echo a key too.
+        copy.trailing = tuple((key, redact(value)) for key, value in self.trailing)
         return copy
 
     async def abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
@@ -248,8 +251,10 @@ class Redactor:
     The upstream may echo the key it was sent: in an error envelope, a stream error, `param`,
     `code`, a malformed body, JSON-escaped in a 401 body. `secrets` (the bridge's credential
     and the caller's own) are removed in every form they can take there: raw, JSON-escaped
-    (with and without `\\u` escapes and `\\/`), and percent-encoded. Shapes of well-known
-    keys (`Bearer ...`, `sk-...`, Vercel's `vck_...`) are masked even when not one of ours.
+    (with and without `\\u` escapes and `\\/`), percent-encoded, and as Python's repr of
+    each, once or twice (an HTTP parser's error quotes the line it refused that way). Shapes
+    of well-known keys (`Bearer ...`, `sk-...`, Vercel's `vck_...`) are masked even when not
+    one of ours.
     Secrets shorter than 8 characters are not cut: they would mangle ordinary words.
     """
 
@@ -267,8 +272,13 @@ class Redactor:
                     json.dumps(secret, ensure_ascii=False)[1:-1],
                     json.dumps(secret)[1:-1].replace("/", "\\/"),
                     _quote_url(secret, safe=""),
+                    repr(secret.encode())[2:-1],
                 )
             )
+        # Python's repr, once and twice: aiohttp quotes a response line it cannot parse as a
+        # bytes literal inside a message that its exception's str() quotes again.
+        for _ in range(2):
+            forms.update([repr(form)[1:-1] for form in forms])
         # Longest first, so that a form containing another is cut whole.
         self._forms = tuple(sorted(forms, key=len, reverse=True))
 
@@ -279,14 +289,30 @@ class Redactor:
         return _scrub(text)
 
     def json(self, value: Any) -> Any:
-        """`value` (decoded JSON) with every string, keys included, redacted."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, dict):
-            return {self(str(k)): self.json(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.json(item) for item in value]
-        return value
+        """`value` (decoded JSON) with every string, keys included, redacted.
+
+        Iterative, not recursive: upstream JSON may nest as deep as the decoder accepts
+        (orjson: 1024), past Python's recursion limit."""
+        holder: list[Any] = [None]
+        stack: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+        while stack:
+            parent, slot, item = stack.pop()
+            if isinstance(item, str):
+                parent[slot] = self(item)
+            elif isinstance(item, dict):
+                copy: dict[str, Any] = {}
+                parent[slot] = copy
+                for key, inner in item.items():
+                    name = self(str(key))
+                    copy[name] = None  # keeps the order of the keys
+                    stack.append((copy, name, inner))
+            elif isinstance(item, list):
+                items: list[Any] = [None] * len(item)
+                parent[slot] = items
+                stack.extend((items, index, inner) for index, inner in enumerate(item))
+            else:
+                parent[slot] = item
+        return holder[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +358,10 @@ def _text(value: object) -> str | None:
         return str(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (RecursionError, ValueError):
+        return "(JSON nested too deeply to show)"
 
 
 def _from_error_object(error: Mapping[str, Any]) -> _Upstream:
@@ -404,7 +433,7 @@ def _parse_body(body: bytes) -> _Upstream:
         return _Upstream(kind="non_json", excerpt=_excerpt(text))
     try:
         data: object = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return _Upstream(kind="non_json", excerpt=_excerpt(text))
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]  # some gateways (Google's OpenAI endpoint) wrap the envelope in a list

@@ -185,7 +185,8 @@ class EventStream:
                     domain=self._domain,
                     request_id=self._request_id,
                 ) from None
-            excerpt = self._redact(" ".join(data[:400].split()))[:200]
+            # Redacted before cut (a key across the cut would escape the redaction).
+            excerpt = " ".join(self._redact(data)[:400].split())[:200]
             raise self._malformed(
                 f"a stream event is not valid JSON ({exc}): {excerpt!r}"
             ) from None

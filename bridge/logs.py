@@ -162,6 +162,36 @@ def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
 
 
+class _UndecodableMetadata(logging.Filter):
+    """Turns grpc's "Invalid encoding on b'...'" records into one bounded DEBUG line.
+
+    grpc's Cython layer logs, at ERROR and with a traceback, every metadata value that is not
+    UTF-8, with the whole value (up to grpc's metadata limit, 16 KiB), then decodes it as
+    Latin-1 and hands it on. Any caller, authorized or not, could thus fill the log with
+    ERROR records and tracebacks (and alerts on them), and a value under `authorization` is
+    the caller's credential. The call itself is judged by the bridge: a forwarded key with
+    such a value is INVALID_ARGUMENT (`bridge.upstream.headers_for`), any other is ignored.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Invalid encoding on"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = "a caller sent a metadata value that is not UTF-8", None
+            record.exc_info = record.exc_text = None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_GRPC_DECODING = _UndecodableMetadata()
+
+
+def quiet_grpc_decoding() -> None:
+    """Install the `_UndecodableMetadata` filter on grpc's Cython logger (idempotent)."""
+    logger = logging.getLogger("grpc._cython.cygrpc")
+    if _GRPC_DECODING not in logger.filters:
+        logger.addFilter(_GRPC_DECODING)
+
+
 def configure(
     level: str = "INFO",
     fmt: str = "text",

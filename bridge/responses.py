@@ -104,7 +104,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                         detail="the stream ended without response.completed or response.incomplete",
                     )
         except BridgeError as error:
-            await error.abort(context)
+            await self.fail(context, error)
 
     def _stream_failure(self, data: dict[str, Any], rid: str | None) -> BridgeError:
         """The status of a `response.failed` event (its `response.error`) or of a flat

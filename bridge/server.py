@@ -177,6 +177,9 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
 
 async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     """Build and start the server on `config.listen` (port 0 picks a free one)."""
+    from bridge import logs
+
+    logs.quiet_grpc_decoding()  # a caller's non-UTF-8 metadata is not an ERROR of ours
     # Metrics, the access log and spans: outermost, so they also see refused calls.
     observability = await Observability.start(config)
     upstream = upstream or Upstream(config)

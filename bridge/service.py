@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from aigateway.v1 import (
@@ -23,7 +23,7 @@ from aigateway.v1 import (
 from google.protobuf.message import Message
 
 from bridge import errors, validate
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, Redactor
 from bridge.translate import TranslationError, from_json, request_body
 from bridge.upstream import Upstream
 
@@ -51,6 +51,16 @@ class _Base:
     def headers(self, context: Context) -> dict[str, str]:
         return self.upstream.headers_for(context.invocation_metadata() or ())
 
+    def redactor(self, context: Context) -> Redactor:
+        """The call's credentials to cut from what it gets back (DESIGN.md "Credentials"):
+        the upstream boundary redacts its own errors; this covers what servicers add after
+        it (a translation error naming an upstream key, the returned headers)."""
+        return self.upstream.redactor(dict(context.invocation_metadata() or ()))
+
+    async def fail(self, context: Context, error: BridgeError) -> NoReturn:
+        """End the call with `error`, the call's credentials redacted from it."""
+        await error.redacted(self.redactor(context)).abort(context)
+
     def parse(self, message_type: type[T], data: dict[str, Any], request_id: str | None) -> T:
         """Translate an upstream answer; a shape no message can hold is the upstream's fault."""
         try:
@@ -64,7 +74,7 @@ class _Base:
         try:
             result, metadata = await call()
         except BridgeError as error:
-            await error.abort(context)
+            await self.fail(context, error)
         await context.send_initial_metadata(metadata)
         return result
 
@@ -147,7 +157,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
                         await context.send_initial_metadata(stream.metadata)
                     yield chunk
         except BridgeError as error:
-            await error.abort(context)
+            await self.fail(context, error)
 
 
 class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):

@@ -163,9 +163,12 @@ class Upstream:
             headers["authorization"] = f"Bearer {self.config.credential}"
         return headers
 
-    def redactor(self, headers: Mapping[str, str]) -> Redactor:
-        """Redacts the bridge's credential and the one this call carries."""
+    def redactor(self, headers: Mapping[str, str | bytes]) -> Redactor:
+        """Redacts the bridge's credential and the one this call carries (`headers` may be
+        the call's raw metadata: only a str `authorization` counts)."""
         carried = headers.get("authorization", "")
+        if not isinstance(carried, str):
+            carried = ""
         return Redactor((self.config.credential, carried, carried.partition(" ")[2].strip()))
 
     # ------------------------------------------------------------------ unary

@@ -38,7 +38,7 @@ def decode_object(
             "malformed",
             domain=domain,
             request_id=request_id,
-            detail=f"expected JSON, got content-type {response.headers['content-type']!r}: "
+            detail=f"expected JSON, got content-type {redact(response.headers['content-type'])!r}: "
             f"{excerpt(body, redact)}",
         )
     try:
@@ -89,8 +89,10 @@ def looks_like_json(body: bytes) -> bool:
 
 
 def excerpt(body: bytes, redact: Redactor, limit: int = 200) -> str:
-    text = " ".join(body[: limit * 8].decode("utf-8", errors="replace").split())
+    """The start of `body` for a status message, whitespace collapsed. Redacted before it is
+    cut: cut first, a key straddling the cut would lose its end, escape the redaction, and
+    reach the caller half (or, after collapsed whitespace, mostly) intact."""
+    text = " ".join(redact(body.decode("utf-8", errors="replace"))[: limit * 8].split())
     if not text:
         return "(empty body)"
-    text = redact(text)
     return '"' + text[:limit] + ('..."' if len(text) > limit else '"')
