@@ -519,10 +519,11 @@ async def test_upstream_timeout_bounds_a_whole_unary_answer(upstream: DevUpstrea
 async def test_upstream_timeout_is_the_longest_silence_in_a_stream(
     upstream: DevUpstream,
 ) -> None:
-    upstream.program(MODEL, SlowStream(interval=0.1), SlowStream(interval=1.0))
-    async with serving(upstream, upstream_timeout=0.5) as stubs:
+    # Margins wide enough for a loaded machine: 0.05 s between events against a 1 s bound.
+    upstream.program(MODEL, SlowStream(interval=0.05), SlowStream(interval=3.0))
+    async with serving(upstream, upstream_timeout=1.0) as stubs:
         steady = await call(stubs, streamed=True, max_tokens=8)
-        assert steady.code is Code.OK  # 0.1 s between events, 0.8 s in all: fine
+        assert steady.code is Code.OK  # 0.05 s between events, 0.4 s in all: fine
         silent = await call(stubs, streamed=True, max_tokens=8)
     assert silent.code is Code.DEADLINE_EXCEEDED
     assert silent.received == 1
