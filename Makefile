@@ -10,15 +10,16 @@ PROTOS    := $(shell find protos -name '*.proto')
 # LISTEN is unset unless given (`make run LISTEN=HOST:PORT` or in the environment): then the
 # bridge's own default applies, BRIDGE_LISTEN or 127.0.0.1:50051, as for every other option.
 
-.PHONY: run test demo generate check-generated lint typecheck clean dev-upstream
+.PHONY: run test demo generate check-generated lint typecheck clean dev-upstream dist
 
-$(RUN_STAMP): pyproject.toml
+# The server depends on aigateway-client (client/): both are installed from the checkout.
+$(RUN_STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ./client -e .
 	touch $@
 
-$(STAMP): pyproject.toml $(RUN_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml client/pyproject.toml $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]'
 	touch $@
 
 ## run: serve with the configuration of the environment (BRIDGE_LISTEN, BRIDGE_UPSTREAM_URL, ...;
@@ -30,13 +31,18 @@ run: $(RUN_STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
 
+## dist: the two wheels in dist/: aigateway-client (stubs + JSON translation) and aigateway-bridge
+dist: $(RUN_STAMP)
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./client .
+
 ## demo: local development upstream + bridge + a client streaming a chat, all offline
 demo: $(RUN_STAMP)
-	$(BIN)/python -m bridge demo
+	$(BIN)/python -m dev.demo
 
 ## dev-upstream: the local OpenAI-compatible development upstream on 127.0.0.1:8080
 dev-upstream: $(RUN_STAMP)
-	$(BIN)/python -m bridge dev-upstream --listen 127.0.0.1:8080
+	$(BIN)/python -m dev.upstream --listen 127.0.0.1:8080
 
 ## docker: the container image aigateway-bridge:$(IMAGE_TAG) from deploy/Dockerfile (needs Docker)
 # The project's version, written once in pyproject.toml.
@@ -48,19 +54,19 @@ docker:
 
 ## generate: regenerate generated/ from protos/ with the pinned grpcio-tools
 generate: $(STAMP)
-	$(BIN)/python -m bridge.codegen
+	$(BIN)/python -m dev.codegen
 
 ## lint: ruff check and ruff format --check (generated/ excluded)
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge dev client tests bench
+	$(BIN)/ruff format --check bridge dev client tests bench
 
-## typecheck: mypy --strict on bridge/ and tests/
+## typecheck: mypy --strict on bridge/, dev/, client/ and tests/
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info client/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # --------------------------------------------------------------- protos, descriptor, examples
 # buf (pinned in the `dev` extra) checks and builds protos/. The examples build their clients

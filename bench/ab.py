@@ -25,16 +25,16 @@ from run import BIN, HERE, ROOT, cpu_seconds, ghz_command, load_command, process
 
 PATCHES = {
     # Undo one change each, to see what it bought.
-    "httpx-info": "import logging, bridge.logs as L\n"
+    "httpx-info": "import logging, bridge.telemetry.logs as L\n"
     "_c = L.configure\n"
     "def configure(*a, **k):\n"
     "    h = _c(*a, **k); logging.getLogger('httpx').setLevel(logging.INFO); return h\n"
     "L.configure = configure\n",
-    "no-orjson": "import json, bridge.upstream_body as U\nU.loads = json.loads\n",
+    "no-orjson": "import json, bridge.upstream.body as U\nU.loads = json.loads\n",
     # Try: uvloop's event loop instead of asyncio's (needs `pip install uvloop`).
     "uvloop": "import uvloop\nuvloop.install()\n",
     # Try: gRPC core's optimisation hint and a larger HTTP/2 write buffer.
-    "grpc-throughput": "import bridge.server as S\n_o = S.server_options\n"
+    "grpc-throughput": "import bridge.server.assembly as S\n_o = S.server_options\n"
     "S.server_options = lambda c: [*_o(c), ('grpc.optimization_target', 'throughput'), "
     "('grpc.http2.write_buffer_size', 1 << 20)]\n",
     # Try: fewer young-generation collections (the default threshold is 700 objects).

@@ -16,9 +16,8 @@ import grpc
 from aigateway.v1 import chat_pb2, chat_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "micro"))
+from aigateway_json import from_json
 from conftest import chunk
-
-from bridge.translate import from_json
 
 CHUNKS = [from_json(chat_pb2.StreamChatCompletionResponse, chunk(i, i == 99)) for i in range(100)]
 ANSWER = from_json(

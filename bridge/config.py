@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from bridge.retry import DEFAULT_POLICY, RetryPolicy
+from bridge.upstream.retry import DEFAULT_POLICY, RetryPolicy
 
 DEFAULT_UPSTREAM = "https://ai-gateway.vercel.sh/v1"
 DEFAULT_LISTEN = "127.0.0.1:50051"

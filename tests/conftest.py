@@ -17,9 +17,9 @@ import httpx
 import pytest
 from aigateway.v1 import chat_pb2_grpc, embeddings_pb2_grpc, models_pb2_grpc
 
-from bridge import server
 from bridge.config import Config
-from bridge.devserver import DevUpstream
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream
 
 DEV_KEY = "sk-dev-test-key"
 

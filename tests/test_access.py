@@ -22,11 +22,11 @@ import grpc
 import pytest
 from aigateway.v1 import chat_pb2
 
-from bridge import server
 from bridge.__main__ import _parser
-from bridge.auth import TOKEN_KEY, token_digest
 from bridge.config import Config
-from bridge.devserver import DevUpstream
+from bridge.interceptors.access import TOKEN_KEY, token_digest
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream
 from tests import richstatus
 from tests.conftest import DEV_KEY, bridge_config
 

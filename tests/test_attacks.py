@@ -33,8 +33,8 @@ from aigateway.v1 import chat_pb2, chat_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import server
 from bridge.config import Config
+from bridge.server import assembly as server
 from tests import rawgrpc
 from tests.rawserver import RawServer
 

@@ -10,11 +10,12 @@ import grpc
 import httpx
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
+from aigateway_json import from_json, to_json
 from google.rpc import error_details_pb2
 
-from bridge import devserver, server
-from bridge.devserver import DevUpstream
-from bridge.translate import from_json, to_json
+from bridge.server import assembly as server
+from dev.upstream import server as devserver
+from dev.upstream.server import DevUpstream
 from tests import richstatus
 from tests.conftest import DEV_KEY, Stubs, bridge_config, stubs_for
 

@@ -23,12 +23,12 @@ from typing import Any
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
+from aigateway_json import to_json
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
-from bridge import server
 from bridge.config import Config
-from bridge.translate import to_json
+from bridge.server import assembly as server
 from tests import richstatus
 from tests.conformance.replay import Recorded, Replay, parse_response
 from tests.conftest import DEV_KEY, Stubs, stubs_for

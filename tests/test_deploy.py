@@ -24,9 +24,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 import bridge
-from bridge import server
 from bridge.config import Config, split_host_port
-from bridge.devserver import DevUpstream
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream
 from tests.conftest import bridge_config
 
 ROOT = Path(__file__).resolve().parent.parent

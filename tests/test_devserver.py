@@ -14,8 +14,8 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from bridge import devserver
-from bridge.devserver import (
+from dev.upstream import server as devserver
+from dev.upstream.server import (
     CutStream,
     Delay,
     DevUpstream,

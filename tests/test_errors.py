@@ -24,9 +24,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from bridge.devserver import DevUpstream
-from bridge.devserver import Status as DevStatus
-from bridge.errors import (
+from bridge.upstream.failures import (
     BRIDGE_DOMAIN,
     HTTP_STATUS_TO_CODE,
     BridgeError,
@@ -39,6 +37,8 @@ from bridge.errors import (
     resource_exhausted,
     transport_error,
 )
+from dev.upstream.server import DevUpstream
+from dev.upstream.server import Status as DevStatus
 from tests import richstatus
 from tests.conftest import Stubs
 from tests.richstatus import RichStatus

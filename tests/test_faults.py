@@ -1,7 +1,7 @@
 """Hostile upstreams, deadlines, cancellation and bad input, end to end.
 
 Every test calls a real bridge through a real channel; the development upstream on loopback
-misbehaves as programmed (`bridge.devfaults`). What is asserted is what a caller sees (status,
+misbehaves as programmed (`dev.upstream.faults`). What is asserted is what a caller sees (status,
 rich details decoded as any client decodes them, messages received before the failure) and
 what the upstream saw (requests, disconnects, open responses). The last tests run many calls at
 once against an upstream failing a share of them in every way, and check that nothing leaks.
@@ -19,12 +19,13 @@ from typing import Any
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
+from aigateway_json import from_json
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bridge import server
-from bridge.devfaults import Behavior
-from bridge.devserver import (
+from bridge.server import assembly as server
+from dev.upstream.faults import Behavior
+from dev.upstream.server import (
     CutStream,
     DevUpstream,
     Empty,
@@ -41,7 +42,6 @@ from bridge.devserver import (
     StreamError,
     WrongContentType,
 )
-from bridge.translate import from_json
 from tests import richstatus
 from tests.conftest import DEV_KEY, Stubs, bridge_config, serving, stubs_for, wait_for
 from tests.richstatus import RichStatus

@@ -1,16 +1,15 @@
-"""The public translation API (bridge.translate) and the edge cases the fidelity tests found."""
+"""The public translation API (aigateway_json) and the edge cases the fidelity tests found."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import aigateway_json as translate
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
+from aigateway_json import TranslationError, from_json, to_json
 from google.protobuf import struct_pb2
-
-from bridge import translate
-from bridge.translate import TranslationError, from_json, to_json
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -19,20 +19,20 @@ from typing import Any
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
-from google.protobuf import struct_pb2
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from bridge import devapi
-from bridge.devfaults import Status
-from bridge.devserver import DevUpstream
-from bridge.translate import (
+from aigateway_json import (
     chat_request_from_json,
     embeddings_request_from_json,
     from_json,
     stream_chat_request_from_json,
     to_json,
 )
+from google.protobuf import struct_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dev.upstream import api as devapi
+from dev.upstream.faults import Status
+from dev.upstream.server import DevUpstream
 from tests.conftest import Stubs
 from tests.fidelity import spec
 from tests.fidelity.harness import ThreadedBridge

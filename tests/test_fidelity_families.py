@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
-from google.protobuf.message import Message
-
-from bridge import devapi
-from bridge.devfaults import Status
-from bridge.devserver import DevUpstream
-from bridge.translate import (
+from aigateway_json import (
     chat_request_from_json,
     embeddings_request_from_json,
     stream_chat_request_from_json,
     to_json,
 )
+from google.protobuf.message import Message
+
+from dev.upstream import api as devapi
+from dev.upstream.faults import Status
+from dev.upstream.server import DevUpstream
 from tests.conftest import Stubs
 from tests.fidelity import spec
 from tests.fidelity.spec import extra_paths

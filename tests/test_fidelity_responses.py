@@ -19,17 +19,17 @@ from typing import Any
 import grpc
 import pytest
 from aigateway.v1 import responses_pb2, responses_pb2_grpc
-from google.protobuf.message import Message
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-
-from bridge.devfaults import Status
-from bridge.translate import (
+from aigateway_json import (
     from_json,
     response_request_from_json,
     stream_response_request_from_json,
     to_json,
 )
+from google.protobuf.message import Message
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from dev.upstream.faults import Status
 from tests.fidelity import responses_spec, spec
 from tests.fidelity.harness import ThreadedBridge
 from tests.fidelity.spec import extra_paths

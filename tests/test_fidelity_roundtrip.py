@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import aigateway_json as translate
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
+from aigateway_json import from_json, to_json
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import translate
-from bridge.translate import from_json, to_json
 from tests.fidelity import spec
 from tests.fidelity.spec import extra_paths
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import aigateway_json as translate
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
@@ -20,9 +21,9 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bridge import translate, validate
-from bridge.devfaults import Status
-from bridge.devserver import DevUpstream
+from bridge.grpc_api import validation as validate
+from dev.upstream.faults import Status
+from dev.upstream.server import DevUpstream
 from tests import richstatus
 from tests.conftest import Stubs
 from tests.fidelity import spec

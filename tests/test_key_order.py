@@ -19,11 +19,7 @@ from typing import Any
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, responses_pb2, responses_pb2_grpc
-from google.protobuf import struct_pb2
-
-from bridge import server
-from bridge.devserver import DevUpstream
-from bridge.translate import (
+from aigateway_json import (
     TranslationError,
     chat_request_from_json,
     from_json,
@@ -33,6 +29,10 @@ from bridge.translate import (
     to_json,
     to_json_bytes,
 )
+from google.protobuf import struct_pb2
+
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream
 from tests import richstatus
 from tests.conftest import Stubs
 
@@ -155,7 +155,7 @@ def test_struct_form_bytes_are_the_same_in_every_process() -> None:
     script = (
         "import json, sys\n"
         "from aigateway.v1 import chat_pb2\n"
-        "from bridge.translate import request_body\n"
+        "from aigateway_json import request_body\n"
         "r = chat_pb2.CreateChatCompletionRequest(model='m')\n"
         "r.tools.add().function.parameters.update(json.loads(sys.argv[1]))\n"
         "r.extra_fields.update({'zeta': 1, 'alpha': 2, 'mu': {'b': 1, 'a': 2}})\n"

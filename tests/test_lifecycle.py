@@ -24,11 +24,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from bridge import server
-from bridge.auth import TOKEN_KEY, WORKER_KEY, token_digest
 from bridge.config import Config
-from bridge.devfaults import SlowStream
-from bridge.devserver import DevUpstream
+from bridge.interceptors.access import TOKEN_KEY, WORKER_KEY, token_digest
+from bridge.server import assembly as server
+from dev.upstream.faults import SlowStream
+from dev.upstream.server import DevUpstream
 from tests.conftest import DEV_KEY, bridge_config, stubs_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,11 +33,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import logs, observe, server, tracing
 from bridge.config import ConfigError
-from bridge.devfaults import Hang, Status
-from bridge.devserver import DevUpstream
-from bridge.metrics import BoundedLabel
+from bridge.interceptors import observation as observe
+from bridge.server import assembly as server
+from bridge.telemetry import logs, tracing
+from bridge.telemetry.metrics import BoundedLabel
+from dev.upstream.faults import Hang, Status
+from dev.upstream.server import DevUpstream
 from tests.conftest import DEV_KEY, Stubs, bridge_config, stubs_for, wait_for
 
 MODEL = "openai/gpt-4o-mini"
@@ -502,7 +504,7 @@ async def test_long_fields_are_bounded_in_logs_and_spans(
         await stubs.chat.CreateChatCompletion(
             chat_request(model=model), metadata=(("x-request-id", "q" * 4000),)
         )
-    # (the request id is cut to 128 characters where it is read: bridge.observe._clean_id)
+    # (the request id is cut to 128 characters where it is read: bridge.interceptors.observation._clean_id)
     await wait_for(lambda: bool(logged_access(fmt, buffer.getvalue())))
     (line,) = logged_access(fmt, buffer.getvalue())
     assert len(line) < 2000

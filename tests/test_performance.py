@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2
+from aigateway_json import struct_to_python
 
-from bridge.devfaults import Status
-from bridge.devserver import DevUpstream
-from bridge.translate import struct_to_python
+from dev.upstream.faults import Status
+from dev.upstream.server import DevUpstream
 from tests.conftest import Stubs
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
 
-from bridge import codegen
+from dev import codegen
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bridge import server
 from bridge.config import Config
-from bridge.devserver import DevUpstream
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream
 from tests.conftest import DEV_KEY, bridge_config
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from bridge import server
-from bridge.reflection import SERVICE_NAMES
+from bridge.server import assembly as server
+from bridge.server.reflection import SERVICE_NAMES
 
 Request: TypeAlias = reflection_pb2.ServerReflectionRequest
 Response: TypeAlias = reflection_pb2.ServerReflectionResponse

@@ -15,17 +15,18 @@ from typing import Any
 import grpc
 import pytest
 from aigateway.v1 import responses_pb2, responses_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from bridge import devresponses, server
-from bridge.devfaults import CutStream, SlowStream, Status, StreamError
-from bridge.devserver import DevUpstream
-from bridge.translate import (
+from aigateway_json import (
     response_request_from_json,
     stream_response_request_from_json,
     to_json,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from bridge.server import assembly as server
+from dev.upstream import responses as devresponses
+from dev.upstream.faults import CutStream, SlowStream, Status, StreamError
+from dev.upstream.server import DevUpstream
 from tests import richstatus
 from tests.conftest import wait_for
 

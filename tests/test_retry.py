@@ -14,12 +14,12 @@ import httpx
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
 
-from bridge import server
-from bridge.devapi import RecordedRequest
-from bridge.devserver import DevUpstream, StreamError
-from bridge.devserver import Status as DevStatus
-from bridge.errors import TransportKind, is_retryable_status, is_retryable_transport
-from bridge.retry import DEFAULT_POLICY, RetryPolicy, get_header, parse_retry_after
+from bridge.server import assembly as server
+from bridge.upstream.failures import TransportKind, is_retryable_status, is_retryable_transport
+from bridge.upstream.retry import DEFAULT_POLICY, RetryPolicy, get_header, parse_retry_after
+from dev.upstream.api import RecordedRequest
+from dev.upstream.server import DevUpstream, StreamError
+from dev.upstream.server import Status as DevStatus
 from tests.conftest import Stubs, bridge_config, serving, stubs_for
 
 NOW = 1_750_000_000.0

@@ -25,11 +25,11 @@ import trustme
 from aigateway.v1 import chat_pb2, models_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bridge import server
-from bridge.auth import TOKEN_KEY, token_digest
 from bridge.config import Config, ConfigError
-from bridge.devfaults import Status
-from bridge.devserver import DevUpstream
+from bridge.interceptors.access import TOKEN_KEY, token_digest
+from bridge.server import assembly as server
+from dev.upstream.faults import Status
+from dev.upstream.server import DevUpstream
 from tests import richstatus
 from tests.conftest import DEV_KEY, bridge_config, stubs_for
 

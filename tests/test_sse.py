@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.sse import Event, EventTooLarge, SSEDecoder
+from bridge.upstream.sse import Event, EventTooLarge, SSEDecoder
 
 STREAM = (
     b": keep-alive comment\n"

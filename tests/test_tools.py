@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import server
-from bridge.devserver import DevUpstream
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream
 from tests import toolchains
 from tests.conftest import DEV_KEY, bridge_config
 

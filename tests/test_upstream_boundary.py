@@ -20,9 +20,9 @@ import pytest
 import trustme
 from aigateway.v1 import chat_pb2
 
-from bridge import server
 from bridge.config import Config, ConfigError
-from bridge.devserver import DevUpstream, SlowStream, Status
+from bridge.server import assembly as server
+from dev.upstream.server import DevUpstream, SlowStream, Status
 from tests import rawgrpc, richstatus
 from tests.conftest import DEV_KEY, bridge_config, serving, stubs_for
 from tests.rawserver import RawServer, answering
@@ -195,7 +195,7 @@ async def test_an_echoed_credential_never_reaches_the_caller(
 
 
 async def test_an_echoed_credential_in_a_stream_error_is_redacted(upstream: DevUpstream) -> None:
-    from bridge.devserver import StreamError
+    from dev.upstream.server import StreamError
 
     upstream.program(MODEL, StreamError(after=1, message=f"key {DEV_KEY} revoked"))
     async with serving(upstream) as stubs:

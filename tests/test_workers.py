@@ -19,9 +19,9 @@ import grpc
 import pytest
 from aigateway.v1 import models_pb2
 
-from bridge import workers
-from bridge.auth import WORKER_KEY
-from bridge.devserver import DevUpstream
+from bridge.interceptors.access import WORKER_KEY
+from bridge.server import workers
+from dev.upstream.server import DevUpstream
 from tests.conftest import DEV_KEY, stubs_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +166,6 @@ def test_restart_backoff_doubles_up_to_its_bound() -> None:
 
 
 def test_the_supervisor_does_not_import_the_command_line() -> None:
-    """bridge.workers and bridge.__main__ no longer import each other (a cycle)."""
+    """bridge.server.workers and bridge.__main__ no longer import each other (a cycle)."""
     source = Path(workers.__file__).read_text()
     assert "bridge.__main__" not in source

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bridge.sse import EventTooLarge, SSEDecoder
+from bridge.upstream.sse import EventTooLarge, SSEDecoder
 
 
 def test_sse_one_event_per_read(benchmark: BenchmarkFixture, sse_stream: bytes) -> None:

@@ -10,12 +10,12 @@ import json
 from typing import Any
 
 from aigateway.v1 import chat_pb2, embeddings_pb2
+from aigateway_json import from_json, to_json
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bridge.config import Config
-from bridge.sse import SSEDecoder
-from bridge.translate import from_json, to_json
-from bridge.upstream import Upstream, _loads
+from bridge.upstream.client import Upstream, _loads
+from bridge.upstream.sse import SSEDecoder
 
 
 def test_chunk_from_json(benchmark: BenchmarkFixture, chat_chunk: dict[str, Any]) -> None:

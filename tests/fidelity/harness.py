@@ -2,7 +2,7 @@
 
 Hypothesis drives a test function many times, synchronously, and cannot share the per-test
 asyncio fixtures of conftest.py. So the property tests run the same real pieces (DevUpstream
-on loopback port 0, `bridge.server.start`) on a background loop and call the bridge through
+on loopback port 0, `bridge.server.assembly.start`) on a background loop and call the bridge through
 ordinary synchronous gRPC stubs, exactly as a Python user would.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import grpc
 from aigateway.v1 import chat_pb2_grpc, embeddings_pb2_grpc, models_pb2_grpc
 
-from bridge import server
-from bridge.devfaults import Behavior
-from bridge.devserver import DevUpstream, RecordedRequest
+from bridge.server import assembly as server
+from dev.upstream.faults import Behavior
+from dev.upstream.server import DevUpstream, RecordedRequest
 from tests.conftest import DEV_KEY, bridge_config
 
 T = TypeVar("T")

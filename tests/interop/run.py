@@ -8,7 +8,7 @@ Starts on loopback (ports chosen by the OS):
 
 then a real bridge in front of each. Every RPC is sent twice: once to the server's REST API
 directly (httpx) and once through the bridge (a grpc.aio channel). The bridge's answer,
-converted back to JSON (bridge.translate.to_json), must equal the server's own JSON except
+converted back to JSON (aigateway_json.to_json), must equal the server's own JSON except
 for the keys that legitimately differ per call (`id`, `created`); streamed chunks one by one.
 When the server answers with an error, the bridge's status must carry the code DESIGN.md maps
 the HTTP status to, and the server's message. Prints a table; exits 1 on any mismatch.
@@ -38,17 +38,17 @@ from typing import Any
 import grpc
 import httpx
 from aigateway.v1 import models_pb2
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
-
-from bridge import server
-from bridge.config import Config
-from bridge.translate import (
+from aigateway_json import (
     chat_request_from_json,
     embeddings_request_from_json,
     stream_chat_request_from_json,
     to_json,
 )
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from bridge.config import Config
+from bridge.server import assembly as server
 from tests.conftest import Stubs, stubs_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """The three gRPC services: each RPC is one upstream request, translated both ways.
 
-Servicers stay thin: check the request, translate it (bridge.translate), call the upstream
-(bridge.upstream), translate the answer. Every failure arrives as a BridgeError and becomes
+Servicers stay thin: check the request, translate it (aigateway_json), call the upstream
+(bridge.upstream.client), translate the answer. Every failure arrives as a BridgeError and becomes
 the call's status in `_failing`, the one place that aborts.
 """
 
@@ -20,12 +20,13 @@ from aigateway.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
+from aigateway_json import TranslationError, from_json, request_body
 from google.protobuf.message import Message
 
-from bridge import errors, validate
-from bridge.errors import BridgeError, Redactor
-from bridge.translate import TranslationError, from_json, request_body
-from bridge.upstream import Upstream
+from bridge.grpc_api import validation
+from bridge.upstream import failures
+from bridge.upstream.client import Upstream
+from bridge.upstream.failures import BridgeError, Redactor
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
@@ -46,7 +47,7 @@ class _Base:
 
     def check_size(self, request: Message) -> None:
         """Reject a request over --max-message-bytes before anything is sent upstream."""
-        validate.message_size(request, self.upstream.config.max_message_bytes)
+        validation.message_size(request, self.upstream.config.max_message_bytes)
 
     def headers(self, context: Context) -> dict[str, str]:
         return self.upstream.headers_for(context.invocation_metadata() or ())
@@ -66,7 +67,7 @@ class _Base:
         try:
             return from_json(message_type, data)  # type: ignore[type-var]
         except TranslationError as exc:
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "malformed", domain=self.upstream.domain, detail=str(exc), request_id=request_id
             ) from None
 
@@ -97,7 +98,7 @@ class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):
     ) -> models_pb2.RetrieveModelResponse:
         async def call() -> tuple[models_pb2.RetrieveModelResponse, Metadata]:
             self.check_size(request)
-            validate.model_id(request.model)
+            validation.model_id(request.model)
             reply = await self.upstream.get_json(
                 self.upstream.url_for_model(request.model),
                 headers=self.headers(context),
@@ -116,7 +117,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
     ) -> chat_pb2.CreateChatCompletionResponse:
         async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, Metadata]:
             self.check_size(request)
-            validate.chat(request)
+            validation.chat(request)
             body = request_body(request)  # never streams, whatever extra_fields says
             reply = await self.upstream.post_json(
                 "/chat/completions",
@@ -136,7 +137,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[chat_pb2.StreamChatCompletionResponse]:
         try:
             self.check_size(request)
-            validate.chat(request)
+            validation.chat(request)
             body = request_body(request)  # "stream": true
             first = True
             rid: str | None = None
@@ -166,7 +167,7 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
     ) -> embeddings_pb2.CreateEmbeddingsResponse:
         async def call() -> tuple[embeddings_pb2.CreateEmbeddingsResponse, Metadata]:
             self.check_size(request)
-            validate.embeddings(request)
+            validation.embeddings(request)
             reply = await self.upstream.post_json(
                 "/embeddings",
                 request_body(request),

@@ -6,14 +6,17 @@ a client: lists models, streams a chat token by token, and prints what a caller 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
+from collections.abc import Sequence
 
 import grpc
 from aigateway.v1 import chat_pb2, chat_pb2_grpc, models_pb2, models_pb2_grpc
 
-from bridge import server
 from bridge.config import Config
-from bridge.devserver import DevUpstream
+from bridge.server import assembly
+from dev.upstream.server import DevUpstream
 
 
 async def run_demo(prompt: str) -> int:
@@ -21,7 +24,7 @@ async def run_demo(prompt: str) -> int:
         config = Config.load(
             environ={}, listen="127.0.0.1:0", upstream_url=upstream.url, api_key="sk-demo"
         )
-        bridge = await server.start(config)
+        bridge = await assembly.start(config)
         print(f"dev upstream: {upstream.url}")
         print(f"bridge:       127.0.0.1:{bridge.port} (gRPC)\n")
         try:
@@ -49,3 +52,14 @@ async def run_demo(prompt: str) -> int:
         finally:
             await bridge.stop(1)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dev.demo", description=__doc__)
+    parser.add_argument("--prompt", default="Tell me about gRPC bridges")
+    args = parser.parse_args(argv)
+    return asyncio.run(run_demo(args.prompt))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

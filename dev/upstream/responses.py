@@ -1,6 +1,6 @@
 """The development upstream's Responses API (`POST /v1/responses`), whole or streamed.
 
-Deterministic, like the chat answers in bridge.devapi: the reply echoes the last user text.
+Deterministic, like the chat answers in dev.upstream.api: the reply echoes the last user text.
 A request with tools calls the first function tool when the user mentions the weather or
 `tool_choice` forces a call; `reasoning` adds a reasoning item with a summary (and
 `encrypted_content` when `include` asks for it); `max_output_tokens` below the reply's length
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.devfaults import CREATED, FullReply, Json, Reply, StreamReply, encode_json
+from dev.upstream.faults import CREATED, FullReply, Json, Reply, StreamReply, encode_json
 
 __all__ = ["FAILURE_MESSAGE", "TOOL_ARGUMENTS", "BadRequest", "responses"]
 

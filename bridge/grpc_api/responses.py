@@ -1,6 +1,6 @@
 """The Responses API service (`POST /responses`), whole or streamed as typed events.
 
-Like the chat servicer (bridge.service), it stays thin: check, translate, call the upstream,
+Like the chat servicer (bridge.grpc_api.base), it stays thin: check, translate, call the upstream,
 translate back. What differs is the end of a stream: the Responses API sends no `[DONE]`; a
 stream ends after a terminal event (`response.completed`, `response.incomplete`), so the
 upstream stream runs `until="eof"` and this module judges how it ended. A `response.failed`
@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aigateway.v1 import responses_pb2, responses_pb2_grpc
+from aigateway_json import ResponseRequest, request_body
 
-from bridge import errors, validate
-from bridge.errors import BridgeError
-from bridge.service import Context, Metadata, _Base, deadline_of
-from bridge.translate import ResponseRequest, request_body
+from bridge.grpc_api import validation
+from bridge.grpc_api.base import Context, Metadata, _Base, deadline_of
+from bridge.upstream import failures
+from bridge.upstream.failures import BridgeError
 
 PATH = "/responses"
 
@@ -33,8 +34,8 @@ FAILED_EVENT = "response.failed"
 
 def check(request: ResponseRequest) -> None:
     """What the bridge rejects before calling the upstream (a BadRequest naming the field)."""
-    validate.model_id(request.model)
-    validate.json_values(request)
+    validation.model_id(request.model)
+    validation.json_values(request)
     ranges = (
         ("temperature", request.HasField("temperature"), request.temperature, 0.0, 2.0),
         ("top_p", request.HasField("top_p"), request.top_p, 0.0, 1.0),
@@ -42,9 +43,9 @@ def check(request: ResponseRequest) -> None:
     )
     for field, present, value, low, high in ranges:
         if present and not low <= value <= high:
-            raise errors.invalid_argument(field, f"must be between {low} and {high}, got {value}")
+            raise failures.invalid_argument(field, f"must be between {low} and {high}, got {value}")
     if request.HasField("max_output_tokens") and request.max_output_tokens < 1:
-        raise errors.invalid_argument("max_output_tokens", "must be at least 1")
+        raise failures.invalid_argument("max_output_tokens", "must be at least 1")
 
 
 class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
@@ -97,7 +98,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                     yield event
                     finished = finished or kind in TERMINAL_EVENTS
                 if not finished:
-                    raise errors.transport_error(
+                    raise failures.transport_error(
                         "stream_cut",
                         domain=self.upstream.domain,
                         request_id=rid,
@@ -116,4 +117,4 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                 error = {"message": "the response failed without an error object"}
         else:
             error = {k: v for k, v in data.items() if k not in ("type", "sequence_number")}
-        return errors.from_stream_error(error, domain=self.upstream.domain, request_id=rid)
+        return failures.from_stream_error(error, domain=self.upstream.domain, request_id=rid)

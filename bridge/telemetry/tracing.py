@@ -7,7 +7,7 @@ continues the caller's context, a CLIENT span per upstream attempt under it, and
 upstream receives the CLIENT span's `traceparent` instead of the caller's.
 
 Attributes that can hold what a caller chose (the model id) are bounded and escaped like log
-fields (`bridge.logs.clean`): an 8 MiB model id must not become an 8 MiB span attribute.
+fields (`bridge.telemetry.logs.clean`): an 8 MiB model id must not become an 8 MiB span attribute.
 
 Spans go to the process's global tracer provider (whatever `opentelemetry-instrument` or
 the host application configured) unless `--trace-exporter` asks the bridge to set up its
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bridge.logs import clean
+from bridge.telemetry.logs import clean
 
 log = logging.getLogger(__name__)
 

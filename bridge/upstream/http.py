@@ -11,8 +11,8 @@ What this module adds to that pair:
   header size limits that tolerate what real servers send, `trust_env` proxies and CA
   bundles), never following redirects (credentials stay with the configured origin).
 - `classify`: the one table from a foreign exception (httpx's, aiohttp's, ssl's, asyncio's
-  timeout) to a `bridge.errors.TransportKind`; codes, reasons and retryability come from
-  `bridge.errors`' table for that kind.
+  timeout) to a `bridge.upstream.failures.TransportKind`; codes, reasons and retryability come from
+  `bridge.upstream.failures`' table for that kind.
 - `pool_stats`: connections open and in use, for tests and operators.
 """
 
@@ -27,7 +27,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
-from bridge.errors import TransportKind
+from bridge.upstream.failures import TransportKind
 
 __all__ = ["classify", "make_client", "pool_stats"]
 

@@ -33,14 +33,14 @@ from aigateway.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from bridge import validate
-from bridge.auth import CallTracker, GuardInterceptor
 from bridge.config import DEFAULT_UPSTREAM, Config
-from bridge.observe import Observability
-from bridge.reflection import Reflection
-from bridge.responses import ResponsesService
-from bridge.service import ChatService, EmbeddingsService, ModelsService
-from bridge.upstream import Upstream
+from bridge.grpc_api import validation
+from bridge.grpc_api.base import ChatService, EmbeddingsService, ModelsService
+from bridge.grpc_api.responses import ResponsesService
+from bridge.interceptors.access import CallTracker, GuardInterceptor
+from bridge.interceptors.observation import Observability
+from bridge.server.reflection import Reflection
+from bridge.upstream.client import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def interceptors(config: Config, tracker: CallTracker) -> list[grpc.aio.ServerIn
     The decoding interceptor is innermost: it only turns an undecodable request into
     INVALID_ARGUMENT, after the outer ones have admitted the call.
     """
-    return [GuardInterceptor(config, tracker), validate.DecodingInterceptor()]
+    return [GuardInterceptor(config, tracker), validation.DecodingInterceptor()]
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:
@@ -137,7 +137,7 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         return int(seconds * 1000)
 
     options = [
-        # Twice --max-message-bytes: the guard (bridge.auth) checks the limit itself on the
+        # Twice --max-message-bytes: the guard (bridge.interceptors.access) checks the limit itself on the
         # wire bytes, before parsing, and answers with details naming the option; grpc core's
         # own refusal, kept beyond that to bound the bytes buffered, has neither.
         ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
@@ -177,7 +177,7 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
 
 async def start(config: Config, *, upstream: Upstream | None = None) -> Bridge:
     """Build and start the server on `config.listen` (port 0 picks a free one)."""
-    from bridge import logs
+    from bridge.telemetry import logs
 
     logs.quiet_grpc_decoding()  # a caller's non-UTF-8 metadata is not an ERROR of ours
     # Metrics, the access log and spans: outermost, so they also see refused calls.
@@ -327,7 +327,7 @@ def run(config: Config) -> int:
     Sets up logging from `config` first. An OSError while starting (the address is taken, a
     TLS file vanished) is printed to stderr and returns EXIT_FAILED.
     """
-    from bridge import logs
+    from bridge.telemetry import logs
 
     logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
     try:

@@ -39,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from bridge.config import Config, ConfigError, split_host_port
-from bridge.metrics import SharedMetrics
+from bridge.telemetry.metrics import SharedMetrics
 
 EXIT_WORKER_FAILED = 1
 
@@ -67,7 +67,7 @@ def _worker(config: Config) -> None:
     # once; a second SIGINT would make the worker skip its grace period.
     os.setpgid(0, 0)
     _die_with_parent()
-    from bridge.server import run
+    from bridge.server.assembly import run
 
     sys.exit(run(config))
 
@@ -115,7 +115,7 @@ def supervise(config: Config) -> int:
             "processes there); run one process per core under your supervisor instead"
         )
     host, port = split_host_port(config.listen)
-    # One metrics port and one directory of metric values for all workers (bridge.metrics).
+    # One metrics port and one directory of metric values for all workers (bridge.telemetry.metrics).
     shared_metrics = SharedMetrics.prepare(config)
     config = shared_metrics.config
     reserved = _reserve_port(host) if port == 0 else None

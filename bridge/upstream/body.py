@@ -1,6 +1,6 @@
 """Reading a 2xx upstream body: media types, JSON decoding, and the error a body reports.
 
-Shared by the unary path (`bridge.upstream`) and the stream path (`bridge.event_stream`), so a
+Shared by the unary path (`bridge.upstream.client`) and the stream path (`bridge.upstream.stream`), so a
 bare JSON error envelope means the same on both (DESIGN.md "Streaming": a stream whose body is
 a bare JSON error envelope ends with that envelope's status).
 """
@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
-from bridge import errors
-from bridge.errors import Redactor
+from bridge.upstream import failures
+from bridge.upstream.failures import Redactor
 
 __all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type"]
 
@@ -34,7 +34,7 @@ def decode_object(
     kind = media_type(response.headers)
     is_json = kind in ("", "application/json") or kind.endswith("+json")
     if not is_json and not looks_like_json(body):
-        raise errors.transport_error(
+        raise failures.transport_error(
             "malformed",
             domain=domain,
             request_id=request_id,
@@ -44,23 +44,23 @@ def decode_object(
     try:
         data = loads(body)
     except ValueError as exc:
-        raise errors.transport_error(
+        raise failures.transport_error(
             "malformed",
             domain=domain,
             request_id=request_id,
             detail=f"the response body is not valid JSON ({exc}): {excerpt(body, redact)}",
         ) from None
     if type(data) is not dict:
-        raise errors.transport_error(
+        raise failures.transport_error(
             "malformed",
             domain=domain,
             request_id=request_id,
             detail=f"expected a JSON object, got {type(data).__name__}",
         )
     if "error" in data or data.get("type") == "error" or data.get("object") == "error":
-        error = errors.error_object(data)
+        error = failures.error_object(data)
         if error is not None:
-            raise errors.from_stream_error(
+            raise failures.from_stream_error(
                 redact.json(error), domain=domain, request_id=request_id, where=where
             )
     return data

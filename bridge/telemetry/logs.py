@@ -170,7 +170,7 @@ class _UndecodableMetadata(logging.Filter):
     Latin-1 and hands it on. Any caller, authorized or not, could thus fill the log with
     ERROR records and tracebacks (and alerts on them), and a value under `authorization` is
     the caller's credential. The call itself is judged by the bridge: a forwarded key with
-    such a value is INVALID_ARGUMENT (`bridge.upstream.headers_for`), any other is ignored.
+    such a value is INVALID_ARGUMENT (`bridge.upstream.client.headers_for`), any other is ignored.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -18,12 +18,12 @@ from typing import Any, TypeAlias
 
 import grpc
 from aigateway.v1 import chat_pb2, embeddings_pb2
+from aigateway_json import TranslationError, json_text_fields, parse_json_text, type_oneof
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from bridge.errors import BridgeError, invalid_argument, resource_exhausted
-from bridge.translate import TranslationError, json_text_fields, parse_json_text, type_oneof
+from bridge.upstream.failures import BridgeError, invalid_argument, resource_exhausted
 
 ChatRequest: TypeAlias = chat_pb2.CreateChatCompletionRequest | chat_pb2.StreamChatCompletionRequest
 
@@ -54,7 +54,7 @@ def message_size(request: Message, limit: int) -> None:
 
     grpc core enforces a receive limit too, but its status ("Received message larger than
     max") has no details and does not say which setting to change; the server lets requests
-    up to twice the limit through to this check (`bridge.server.server_options`) so the common
+    up to twice the limit through to this check (`bridge.server.assembly.server_options`) so the common
     case of a request somewhat over the limit gets a status the caller can act on.
     """
     size = request.ByteSize()
@@ -285,7 +285,7 @@ def _walk_value(value: struct_pb2.Value, path: str, depth: int) -> None:
 
 def json_texts(request: Message) -> None:
     """Every `<key>_json` field set in the request holds JSON text of one object that the
-    bridge can send as it is (`bridge.translate.parse_json_text`), and its Struct `<key>` is
+    bridge can send as it is (`aigateway_json.parse_json_text`), and its Struct `<key>` is
     not set too, or INVALID_ARGUMENT naming the field.
 
     Part of decoding the request (`DecodingInterceptor`), so every service checks it alike

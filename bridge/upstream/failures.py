@@ -121,7 +121,7 @@ class BridgeError(Exception):
     retry_after: float | None
     """Seconds the upstream asked us to wait (retry-after-ms / retry-after), for the retry loop."""
     retryable: bool
-    """Whether the bridge's retry loop may try again (decided by `bridge.retry`)."""
+    """Whether the bridge's retry loop may try again (decided by `bridge.upstream.retry`)."""
     http_status: int | None
 
     def __init__(

@@ -1,6 +1,6 @@
 """Programmable faults of the development upstream, and the delivery of its replies.
 
-The development upstream (`bridge.devserver`) computes a *reply* for every request: a complete
+The development upstream (`dev.upstream.server`) computes a *reply* for every request: a complete
 body or a stream of chat chunks. This module sends that reply, either faithfully or through one
 programmed `Behavior` that bends it the way real upstreams and the proxies in front of them
 misbehave: error statuses, HTML error pages, truncated JSON, streams cut before `[DONE]`, errors

@@ -4,7 +4,7 @@
 (2xx, with retries while opening) and closes it. This object only reads the body and turns it
 into events, by DESIGN.md "Streaming":
 
-- Events are decoded by the WHATWG rules (`bridge.sse`); each `data:` JSON object is one
+- Events are decoded by the WHATWG rules (`bridge.upstream.sse`); each `data:` JSON object is one
   event, in order, as soon as it arrives. `data: [DONE]` (whitespace trimmed) ends the stream.
 - An error in the stream (a top-level `error`, an `event: error`, a flat `{"type": "error"}`)
   raises its mapped status; the end of the body before `[DONE]` raises UNAVAILABLE.
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from bridge import errors
-from bridge.errors import BridgeError, Redactor
-from bridge.sse import Event, EventTooLarge, SSEDecoder
-from bridge.upstream_body import decode_object, loads, media_type
+from bridge.upstream import failures
+from bridge.upstream.body import decode_object, loads, media_type
+from bridge.upstream.failures import BridgeError, Redactor
+from bridge.upstream.sse import Event, EventTooLarge, SSEDecoder
 
 if TYPE_CHECKING:
-    from bridge.upstream import Upstream
+    from bridge.upstream.client import Upstream
 
 __all__ = ["EventStream"]
 
@@ -68,13 +68,13 @@ class EventStream:
         self._domain = upstream.domain
         self._request_id = response.headers.get("x-request-id")
         self.response_headers = response.headers
-        from bridge.upstream import returned_metadata
+        from bridge.upstream.client import returned_metadata
 
         self.metadata = returned_metadata(response.headers, redact)
         """The metadata to return to the caller (initial metadata), credentials redacted."""
 
     def _malformed(self, detail: str) -> BridgeError:
-        return errors.transport_error(
+        return failures.transport_error(
             "malformed", domain=self._domain, request_id=self._request_id, detail=detail
         )
 
@@ -117,14 +117,14 @@ class EventStream:
                     return
                 yield data
         except EventTooLarge as exc:
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "too_large",
                 domain=self._domain,
                 detail=f"{exc} (--max-response-bytes)",
                 request_id=self._request_id,
             ) from None
         except TimeoutError as exc:
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "read_timeout",
                 domain=self._domain,
                 detail=f"no event for {silence:g} s (--upstream-timeout)",
@@ -141,7 +141,7 @@ class EventStream:
                 ) from None
             raise
         if self._until == "done":
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "stream_cut",
                 domain=self._domain,
                 request_id=self._request_id,
@@ -180,7 +180,7 @@ class EventStream:
             obj = loads(data)
         except ValueError as exc:
             if event.event == "error":
-                raise errors.from_stream_error(
+                raise failures.from_stream_error(
                     {"message": self._redact(data)},
                     domain=self._domain,
                     request_id=self._request_id,
@@ -192,16 +192,16 @@ class EventStream:
             ) from None
         if type(obj) is not dict:
             if event.event == "error":
-                raise errors.from_stream_error(
+                raise failures.from_stream_error(
                     {"message": self._redact(data)},
                     domain=self._domain,
                     request_id=self._request_id,
                 )
             raise self._malformed(f"a stream event is a JSON {type(obj).__name__}, not an object")
         if "error" in obj or event.event == "error" or obj.get("type") == "error":
-            error = errors.error_object(obj, event=event.event)
+            error = failures.error_object(obj, event=event.event)
             if error is not None:
-                raise errors.from_stream_error(
+                raise failures.from_stream_error(
                     self._redact.json(error), domain=self._domain, request_id=self._request_id
                 )
         return obj

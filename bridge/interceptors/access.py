@@ -41,9 +41,9 @@ from urllib.parse import unquote
 import grpc
 from google.protobuf.message import DecodeError
 
-from bridge import observe
 from bridge.config import Config, is_loopback_host
-from bridge.errors import BRIDGE_DOMAIN, BridgeError, resource_exhausted
+from bridge.interceptors import observation
+from bridge.upstream.failures import BRIDGE_DOMAIN, BridgeError, resource_exhausted
 
 TOKEN_KEY = "x-bridge-token"
 """Metadata key of the bridge access token (never forwarded upstream)."""
@@ -253,7 +253,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 reason="INVALID_REQUEST",
                 domain=BRIDGE_DOMAIN,
             ).abort(context)
-        observe.request_read(request)
+        observation.request_read(request)
         return request
 
     def _unary(self, behavior: Behavior, parse: Deserializer) -> Behavior:

@@ -2,7 +2,7 @@
 
 Everything foreign that can happen while talking to the upstream (an HTTP error status, an
 error object in a 200, a transport exception, a timeout, an echoed credential) becomes a
-`BridgeError` here, by the one failure table in `bridge.errors`, so the servicers only ever
+`BridgeError` here, by the one failure table in `bridge.upstream.failures`, so the servicers only ever
 see the package's own error type. The pieces:
 
 - `headers_for`: the upstream request headers of a call, each value validated where it is
@@ -11,7 +11,7 @@ see the package's own error type. The pieces:
   body is unread; anything else is read, mapped and retried or raised. A request the
   upstream answered with 2xx is never sent again (it may have been billed).
 - `request_json`: a unary exchange (open, read the body within the limits, decode).
-- `stream`: opens an SSE stream and hands it to `bridge.event_stream.EventStream`, which only
+- `stream`: opens an SSE stream and hands it to `bridge.upstream.stream.EventStream`, which only
   decodes what the open response sends (as openai-python's `AsyncStream` does).
 
 Every error leaving this module has passed through a `Redactor` of the credentials the call
@@ -34,12 +34,12 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 import bridge
-from bridge import errors, upstream_http
 from bridge.config import Config
-from bridge.errors import BridgeError, Redactor
-from bridge.event_stream import EventStream
-from bridge.observe import UpstreamHooks
-from bridge.upstream_body import decode_object
+from bridge.interceptors.observation import UpstreamHooks
+from bridge.upstream import failures, http
+from bridge.upstream.body import decode_object
+from bridge.upstream.failures import BridgeError, Redactor
+from bridge.upstream.stream import EventStream
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Upstream:
 
     def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
         self.config = config
-        # Set by bridge.observe: told about every attempt (metrics, spans, access log).
+        # Set by bridge.interceptors.observation: told about every attempt (metrics, spans, access log).
         self.hooks: UpstreamHooks | None = None
         # The default allowlist plus --forward-metadata (checked by Config.validate).
         self.forwarded = FORWARDED_METADATA | config.extra_forwarded_metadata
@@ -127,7 +127,7 @@ class Upstream:
         self.policy = config.retry_policy
         self._rng = rng or random.Random()
         self._permits = asyncio.Semaphore(config.max_connections)
-        self._client = upstream_http.make_client(
+        self._client = http.make_client(
             base_url=self.base_url,
             max_connections=config.max_connections,
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
@@ -138,7 +138,7 @@ class Upstream:
 
     def pool_stats(self) -> tuple[int, int]:
         """(open, in use) upstream connections, so tests can see nothing is left in use."""
-        return upstream_http.pool_stats(self._client)
+        return http.pool_stats(self._client)
 
     # ------------------------------------------------------------------ headers
 
@@ -157,7 +157,7 @@ class Upstream:
                     continue  # -bin keys are never on the allowlist
                 problem = header_value_problem(value)
                 if problem is not None:
-                    raise errors.invalid_argument(f"metadata '{key}'", problem)
+                    raise failures.invalid_argument(f"metadata '{key}'", problem)
                 headers[key] = value
         if "authorization" not in headers and self.config.credential:
             headers["authorization"] = f"Bearer {self.config.credential}"
@@ -276,17 +276,15 @@ class Upstream:
         response: httpx.Response | None = None,
         cut: Literal["body_cut", "stream_cut"] = "body_cut",
     ) -> BridgeError:
-        """Map a foreign exception by `upstream_http.classify` and the failure table."""
-        kind = upstream_http.classify(exc, responded=response is not None, cut=cut)
+        """Map a foreign exception by `http.classify` and the failure table."""
+        kind = http.classify(exc, responded=response is not None, cut=cut)
         if kind in ("read_timeout", "connect") and _spent(deadline):
             kind = "deadline"
         detail = str(exc) or type(exc).__name__
         if kind == "certificate":
-            reason = next(
-                (getattr(e, "verify_message", None) for e in upstream_http._chain(exc)), None
-            )
+            reason = next((getattr(e, "verify_message", None) for e in http._chain(exc)), None)
             detail = reason or detail
-        error = errors.transport_error(
+        error = failures.transport_error(
             kind,
             domain=self.domain,
             detail=detail,
@@ -354,7 +352,7 @@ class Upstream:
         finally:
             await self.close(response)
         if response.status_code < 400:
-            error = errors.transport_error(
+            error = failures.transport_error(
                 "redirect",
                 domain=self.domain,
                 request_id=response.headers.get("x-request-id"),
@@ -362,7 +360,7 @@ class Upstream:
                 f"{_origin(response.headers.get('location', ''))}",
             )
         else:
-            error = errors.from_http_response(
+            error = failures.from_http_response(
                 response.status_code,
                 body,
                 response.headers,
@@ -434,7 +432,7 @@ class Upstream:
             async with asyncio.timeout(wait):
                 await self._permits.acquire()
         except TimeoutError:
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "pool_exhausted",
                 domain=self.domain,
                 detail=f"all {self.config.max_connections} connections were in use for {wait:g} s",
@@ -453,7 +451,7 @@ class Upstream:
         limit = self.config.max_response_bytes
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "too_large",
                 domain=self.domain,
                 detail=f"it announced {declared} bytes; the limit is {limit} bytes "
@@ -468,7 +466,7 @@ class Upstream:
                 async for part in response.aiter_bytes():
                     size += len(part)
                     if size > limit:
-                        raise errors.transport_error(
+                        raise failures.transport_error(
                             "too_large",
                             domain=self.domain,
                             detail=f"the response exceeded the limit of {limit} bytes "
@@ -481,7 +479,7 @@ class Upstream:
         except TimeoutError:
             if bound is None:
                 raise
-            raise errors.transport_error(
+            raise failures.transport_error(
                 "read_timeout",
                 domain=self.domain,
                 detail=f"no complete answer within {bound:g} s (--upstream-timeout)",

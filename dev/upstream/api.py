@@ -1,7 +1,7 @@
 """The API of the development upstream: what an OpenAI-compatible server answers.
 
-Pure functions from a recorded request to a reply (`bridge.devfaults.Reply`), apart from the
-HTTP plumbing in `bridge.devserver`, so the fake API can grow (new endpoints, new fields)
+Pure functions from a recorded request to a reply (`dev.upstream.faults.Reply`), apart from the
+HTTP plumbing in `dev.upstream.server`, so the fake API can grow (new endpoints, new fields)
 without touching sockets, and the server can change without touching the API. Answers are
 deterministic: a chat reply echoes the last user message, embeddings come from a hash of the
 input, so a test can compare what the bridge returns with a direct REST call.
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import unquote
 
-from bridge import devresponses
-from bridge.devfaults import (
+from dev.upstream import responses
+from dev.upstream.faults import (
     CREATED,
     FullReply,
     Json,
@@ -162,8 +162,8 @@ def route(request: RecordedRequest, stream_interval: float) -> Reply:
         if method == "POST" and path == "/v1/embeddings":
             return _embeddings(_body_object(request))
         if method == "POST" and path == "/v1/responses":
-            return devresponses.responses(_body_object(request), stream_interval)
-    except (_BadRequest, devresponses.BadRequest) as exc:
+            return responses.responses(_body_object(request), stream_interval)
+    except (_BadRequest, responses.BadRequest) as exc:
         return error_reply(400, exc.message, "invalid_request_error", exc.param)
     return error_reply(404, f"Invalid URL ({method} {path})", "invalid_request_error")
 

@@ -6,8 +6,8 @@ module is one, on aiohttp's low-level web server (aiohttp is already a runtime d
 its HTTP/1.1 parser and writer have met far more inputs than a hand-written one): a connection
 costs one aiohttp `RequestHandler`, so thousands of idle keep-alive connections stay cheap.
 
-What it answers is `bridge.devapi` (deterministic, so a test can compare what the bridge
-returns with a direct REST call); how it answers is `bridge.devfaults`:
+What it answers is `dev.upstream.api` (deterministic, so a test can compare what the bridge
+returns with a direct REST call); how it answers is `dev.upstream.faults`:
 `DevUpstream.program()` queues faults for the next requests of a model. The faults that need
 the socket itself (resets, cuts, hangs) act on the request's transport.
 """
@@ -32,7 +32,7 @@ from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler
 
-from bridge.devapi import (
+from dev.upstream.api import (
     MODELS,
     RecordedRequest,
     embedding_vector,
@@ -41,7 +41,7 @@ from bridge.devapi import (
     model_of,
     route,
 )
-from bridge.devfaults import (
+from dev.upstream.faults import (
     JSON_TYPE,
     Behavior,
     CutStream,
@@ -100,11 +100,11 @@ MAX_HEADER_LINE = 16 * 1024
 development upstream had before; aiohttp's own default is 8 KiB)."""
 
 # ---------------------------------------------------------------------------------------------
-# One exchange: bridge.devfaults.Exchange over an aiohttp request.
+# One exchange: dev.upstream.faults.Exchange over an aiohttp request.
 
 
 class _Exchange:
-    """The response side of one request, as `bridge.devfaults.deliver` writes it.
+    """The response side of one request, as `dev.upstream.faults.deliver` writes it.
 
     Writes go through an aiohttp `StreamResponse` (headers sent at `prepare`, chunked unless a
     length is given); `cut` and `reset` act on the request's transport. The sending methods
@@ -457,7 +457,7 @@ class DevUpstream:
 async def serve_forever(
     host: str, port: int, *, api_key: str | None = None, stream_interval: float = 0.0
 ) -> None:
-    """Run a `DevUpstream` until cancelled (`python -m bridge dev-upstream`)."""
+    """Run a `DevUpstream` until cancelled (`python -m dev.upstream`)."""
     async with DevUpstream(host, port, api_key=api_key, stream_interval=stream_interval) as dev:
         print(f"dev upstream listening on {dev.url}", flush=True)
         await asyncio.get_running_loop().create_future()

@@ -6,8 +6,8 @@ did; the upstream hooks see each HTTP attempt (status, latency, retries). A cont
 ties the two together: the hooks run inside the servicer's task, so they find the call they
 belong to, and the access log line can name the upstream's x-request-id and attempt count.
 
-Out of all this come the Prometheus metrics (bridge.metrics), one access log line per call
-(logger `bridge.access`) and OpenTelemetry spans (bridge.tracing). Nothing here looks at
+Out of all this come the Prometheus metrics (bridge.telemetry.metrics), one access log line per call
+(logger `bridge.access`) and OpenTelemetry spans (bridge.telemetry.tracing). Nothing here looks at
 message content beyond `model` and `usage`, nor at any credential.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 import grpc
 import httpx
 
-from bridge import tracing
 from bridge.config import Config, ConfigError, split_host_port
-from bridge.metrics import Metrics, MetricsServer
+from bridge.telemetry import tracing
+from bridge.telemetry.metrics import Metrics, MetricsServer
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bridge.access")
@@ -73,7 +73,7 @@ def current_call() -> Call | None:
 def request_read(request: Any) -> None:
     """Tell the current call its parsed request (for the model it names).
 
-    The access guard (bridge.auth) parses aigateway.v1 requests itself, after the access
+    The access guard (bridge.interceptors.access) parses aigateway.v1 requests itself, after the access
     check, so the interceptor here sees only their bytes; the guard calls this once parsed.
     """
     call = _current.get()
@@ -323,7 +323,7 @@ def route_of(path: str, base_path: str) -> str:
 
 
 class UpstreamHooks:
-    """Called by bridge.upstream around every HTTP attempt (see `Upstream.hooks`)."""
+    """Called by bridge.upstream.client around every HTTP attempt (see `Upstream.hooks`)."""
 
     def __init__(
         self, metrics: Metrics | None, tracer: tracing.Tracing | None, base_url: str

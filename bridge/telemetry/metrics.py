@@ -1,6 +1,6 @@
 """Prometheus metrics and the HTTP endpoint that serves them.
 
-One `Metrics` object per bridge holds every metric; `bridge.observe` feeds it from the gRPC
+One `Metrics` object per bridge holds every metric; `bridge.interceptors.observation` feeds it from the gRPC
 interceptor and the upstream hooks. Labels are bounded by construction: gRPC service and
 method names come from the server's own handlers, upstream routes are path templates, status
 codes are codes, and model names (from usage) pass through `BoundedLabel`, so a caller that
@@ -196,7 +196,7 @@ def _enable_multiprocess(directory: str) -> None:
 
 @dataclass
 class SharedMetrics:
-    """The supervisor's side of metrics with `--workers N` (see bridge.workers).
+    """The supervisor's side of metrics with `--workers N` (see bridge.server.workers).
 
     `config` is what the workers get: `metrics_dir` set to a fresh shared directory, and
     `metrics_listen` with a real port when port 0 was asked for (held here by a bound

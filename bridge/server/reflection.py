@@ -6,7 +6,7 @@ which also breaks ghz's reflection mode) and whose descriptors carry no comments
 serves only `v1alpha`. This module answers from the FileDescriptorProtos themselves:
 
 * aigateway's protos and their imports come from the descriptor set that `make generate`
-  writes next to the generated code (bridge.codegen.DESCRIPTOR_SET), with source info, so
+  writes next to the generated code (dev.codegen.DESCRIPTOR_SET), with source info, so
   `grpcurl describe` shows the protos' documentation;
 * the health and reflection protos, and google.rpc's `status.proto` and `error_details.proto`
   (so that tools decode the details of an error status), come from their Python packages

@@ -1,0 +1,1 @@
+"""The server process: assembly, worker processes, drain, health, reflection and the probe."""

@@ -1,0 +1,1 @@
+"""What the bridge tells its operator: metrics, logs, traces, and the redaction of secrets."""

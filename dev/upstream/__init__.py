@@ -1,0 +1,1 @@
+"""A local OpenAI-compatible upstream for tests, the demo and `make dev-upstream`."""
