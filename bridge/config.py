@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from bridge.upstream.headers import unforwardable
 from bridge.upstream.retry import DEFAULT_POLICY, RetryPolicy
 
 DEFAULT_UPSTREAM = "https://ai-gateway.vercel.sh/v1"
@@ -538,52 +539,6 @@ class Config:
                 value = "***"
             out[f.name] = value
         return out
-
-
-# Never forwarded, whatever the configuration says: connection-level (hop-by-hop) headers,
-# headers httpx computes, credentials the bridge manages, gRPC's own metadata.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_RESERVED = {
-    "content-length": "httpx computes it from the body",
-    "content-type": "the bridge always sends JSON",
-    "content-encoding": "the bridge sends the body unencoded",
-    "host": "it names the upstream, which --upstream decides",
-    "authorization": "a call's own authorization is always forwarded (see "
-    "--caller-credentials); it needs no allowlist entry",
-    "cookie": "credentials other than authorization are not forwarded",
-    "x-bridge-token": "it is the bridge's access token and never leaves the bridge",
-    "user-agent": "the bridge identifies itself",
-}
-
-
-def unforwardable(key: str) -> str | None:
-    """Why a metadata key must never become an upstream header, or None when it may."""
-    if not key or key.startswith(":"):
-        return "pseudo-headers are HTTP/2 framing, not metadata"
-    if key.startswith("grpc-"):
-        return "grpc-* metadata belongs to the gRPC transport"
-    if key in _HOP_BY_HOP:
-        return "hop-by-hop headers apply to one connection only"
-    if key in _RESERVED:
-        return _RESERVED[key]
-    if key.endswith("-bin"):
-        return "binary (-bin) metadata has no HTTP header form"
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key):
-        return "metadata keys are lowercase letters, digits, '-', '_' and '.'"
-    return None
 
 
 def read_config_file(path: str) -> dict[str, Any]:

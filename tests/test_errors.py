@@ -24,19 +24,15 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from bridge.status import BRIDGE_DOMAIN, BridgeError, invalid_argument, resource_exhausted
+from bridge.telemetry.redaction import Redactor
 from bridge.upstream.failures import (
-    BRIDGE_DOMAIN,
     HTTP_STATUS_TO_CODE,
-    BridgeError,
-    Redactor,
-    TransportKind,
     code_for_http_status,
     from_http_response,
     from_stream_error,
-    invalid_argument,
-    resource_exhausted,
-    transport_error,
 )
+from bridge.upstream.transport_failures import TransportKind, transport_error
 from dev.upstream.server import DevUpstream
 from dev.upstream.server import Status as DevStatus
 from tests import richstatus

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import aigateway_json as translate
+from aigateway_json import translate
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2

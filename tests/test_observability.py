@@ -504,7 +504,7 @@ async def test_long_fields_are_bounded_in_logs_and_spans(
         await stubs.chat.CreateChatCompletion(
             chat_request(model=model), metadata=(("x-request-id", "q" * 4000),)
         )
-    # (the request id is cut to 128 characters where it is read: bridge.interceptors.observation._clean_id)
+    # (the request id is cut to 128 characters where it is read: bridge.interceptors.observation.clean_id)
     await wait_for(lambda: bool(logged_access(fmt, buffer.getvalue())))
     (line,) = logged_access(fmt, buffer.getvalue())
     assert len(line) < 2000

@@ -15,8 +15,9 @@ import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
 
 from bridge.server import assembly as server
-from bridge.upstream.failures import TransportKind, is_retryable_status, is_retryable_transport
+from bridge.upstream.failures import is_retryable_status
 from bridge.upstream.retry import DEFAULT_POLICY, RetryPolicy, get_header, parse_retry_after
+from bridge.upstream.transport_failures import TransportKind, is_retryable_transport
 from dev.upstream.api import RecordedRequest
 from dev.upstream.server import DevUpstream, StreamError
 from dev.upstream.server import Status as DevStatus

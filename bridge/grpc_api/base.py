@@ -24,9 +24,10 @@ from aigateway_json import TranslationError, from_json, request_body
 from google.protobuf.message import Message
 
 from bridge.grpc_api import validation
-from bridge.upstream import failures
+from bridge.status import BridgeError
+from bridge.telemetry.redaction import Redactor
+from bridge.upstream import transport_failures
 from bridge.upstream.client import Upstream
-from bridge.upstream.failures import BridgeError, Redactor
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
@@ -67,7 +68,7 @@ class _Base:
         try:
             return from_json(message_type, data)  # type: ignore[type-var]
         except TranslationError as exc:
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "malformed", domain=self.upstream.domain, detail=str(exc), request_id=request_id
             ) from None
 

@@ -19,10 +19,11 @@ from typing import Any
 from aigateway.v1 import responses_pb2, responses_pb2_grpc
 from aigateway_json import ResponseRequest, request_body
 
+from bridge import status
 from bridge.grpc_api import validation
 from bridge.grpc_api.base import Context, Metadata, _Base, deadline_of
-from bridge.upstream import failures
-from bridge.upstream.failures import BridgeError
+from bridge.status import BridgeError
+from bridge.upstream import failures, transport_failures
 
 PATH = "/responses"
 
@@ -43,9 +44,9 @@ def check(request: ResponseRequest) -> None:
     )
     for field, present, value, low, high in ranges:
         if present and not low <= value <= high:
-            raise failures.invalid_argument(field, f"must be between {low} and {high}, got {value}")
+            raise status.invalid_argument(field, f"must be between {low} and {high}, got {value}")
     if request.HasField("max_output_tokens") and request.max_output_tokens < 1:
-        raise failures.invalid_argument("max_output_tokens", "must be at least 1")
+        raise status.invalid_argument("max_output_tokens", "must be at least 1")
 
 
 class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
@@ -98,7 +99,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                     yield event
                     finished = finished or kind in TERMINAL_EVENTS
                 if not finished:
-                    raise failures.transport_error(
+                    raise transport_failures.transport_error(
                         "stream_cut",
                         domain=self.upstream.domain,
                         request_id=rid,

@@ -43,7 +43,7 @@ from google.protobuf.message import DecodeError
 
 from bridge.config import Config, is_loopback_host
 from bridge.interceptors import observation
-from bridge.upstream.failures import BRIDGE_DOMAIN, BridgeError, resource_exhausted
+from bridge.status import BRIDGE_DOMAIN, BridgeError, resource_exhausted
 
 TOKEN_KEY = "x-bridge-token"
 """Metadata key of the bridge access token (never forwarded upstream)."""

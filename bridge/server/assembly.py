@@ -34,12 +34,12 @@ from aigateway.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bridge.config import DEFAULT_UPSTREAM, Config
-from bridge.grpc_api import validation
 from bridge.grpc_api.base import ChatService, EmbeddingsService, ModelsService
 from bridge.grpc_api.responses import ResponsesService
 from bridge.interceptors.access import CallTracker, GuardInterceptor
-from bridge.interceptors.observation import Observability
+from bridge.interceptors.decoding import DecodingInterceptor
 from bridge.server.reflection import Reflection
+from bridge.telemetry.observability import Observability
 from bridge.upstream.client import Upstream
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def interceptors(config: Config, tracker: CallTracker) -> list[grpc.aio.ServerIn
     The decoding interceptor is innermost: it only turns an undecodable request into
     INVALID_ARGUMENT, after the outer ones have admitted the call.
     """
-    return [GuardInterceptor(config, tracker), validation.DecodingInterceptor()]
+    return [GuardInterceptor(config, tracker), DecodingInterceptor()]
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:

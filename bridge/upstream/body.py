@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
-from bridge.upstream import failures
-from bridge.upstream.failures import Redactor
+from bridge.telemetry.redaction import Redactor
+from bridge.upstream import envelope, failures, transport_failures
 
 __all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type"]
 
@@ -34,7 +34,7 @@ def decode_object(
     kind = media_type(response.headers)
     is_json = kind in ("", "application/json") or kind.endswith("+json")
     if not is_json and not looks_like_json(body):
-        raise failures.transport_error(
+        raise transport_failures.transport_error(
             "malformed",
             domain=domain,
             request_id=request_id,
@@ -44,21 +44,21 @@ def decode_object(
     try:
         data = loads(body)
     except ValueError as exc:
-        raise failures.transport_error(
+        raise transport_failures.transport_error(
             "malformed",
             domain=domain,
             request_id=request_id,
             detail=f"the response body is not valid JSON ({exc}): {excerpt(body, redact)}",
         ) from None
     if type(data) is not dict:
-        raise failures.transport_error(
+        raise transport_failures.transport_error(
             "malformed",
             domain=domain,
             request_id=request_id,
             detail=f"expected a JSON object, got {type(data).__name__}",
         )
     if "error" in data or data.get("type") == "error" or data.get("object") == "error":
-        error = failures.error_object(data)
+        error = envelope.error_object(data)
         if error is not None:
             raise failures.from_stream_error(
                 redact.json(error), domain=domain, request_id=request_id, where=where

@@ -25,8 +25,7 @@ import contextlib
 import json
 import logging
 import random
-import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -35,72 +34,17 @@ import httpx
 
 import bridge
 from bridge.config import Config
-from bridge.interceptors.observation import UpstreamHooks
-from bridge.upstream import failures, http
+from bridge.status import BridgeError, invalid_argument
+from bridge.telemetry.observability import UpstreamHooks
+from bridge.telemetry.redaction import Redactor
+from bridge.upstream import failures, http, transport_failures
 from bridge.upstream.body import decode_object
-from bridge.upstream.failures import BridgeError, Redactor
+from bridge.upstream.headers import FORWARDED_METADATA, header_value_problem, returned_metadata
 from bridge.upstream.stream import EventStream
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"aigateway-bridge/{bridge.__version__}"
-
-FORWARDED_METADATA = frozenset(
-    {
-        "x-request-id",
-        "traceparent",
-        "tracestate",
-        "http-referer",
-        "x-title",
-        "ai-reporting-tags",
-        "ai-reporting-user",
-    }
-)
-"""Caller metadata keys sent on as upstream request headers (besides `authorization`)."""
-
-RETURNED_HEADERS = frozenset(
-    {"x-request-id", "openai-processing-ms", "retry-after", "retry-after-ms", "x-should-retry"}
-)
-"""Upstream response headers returned to the caller (with every `x-ratelimit-*`)."""
-
-_RETURNED_PREFIX = "x-ratelimit-"
-_RETURNED_VALUE_LIMIT = 512
-"""Longest returned header value, in characters: a longer one is dropped, not cut. Trailing
-metadata shares grpc's 8 KiB default limit with the status and its details."""
-
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-"""A header value the bridge sends: visible ASCII, space and tab (RFC 9110 section 5.5,
-without obs-text). CR, LF and NUL would let a value start a new header or request."""
-
-_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
-"""A value that is valid ASCII gRPC metadata (printable ASCII, gRPC's PROTOCOL-HTTP2)."""
-
-
-def header_value_problem(value: str) -> str | None:
-    """Why `value` cannot be an HTTP header value, or None when it can."""
-    if _HEADER_VALUE.fullmatch(value):
-        return None
-    bad = next(c for c in value if not _HEADER_VALUE.fullmatch(c))
-    kind = "a control character" if ord(bad) < 0x20 or ord(bad) == 0x7F else "a non-ASCII character"
-    return f"contains {kind} (U+{ord(bad):04X}); only visible ASCII, space and tab are allowed"
-
-
-def returned_metadata(
-    headers: httpx.Headers, redact: Callable[[str], str]
-) -> tuple[tuple[str, str], ...]:
-    """The upstream headers a caller gets back, as gRPC metadata pairs.
-
-    `x-request-id`, `openai-processing-ms`, `retry-after(-ms)`, `x-should-retry` and every
-    `x-ratelimit-*`. A value that is not valid gRPC metadata (non-ASCII, control characters)
-    or longer than 512 characters is dropped: never a failed call (DESIGN.md "Streaming").
-    `redact` cuts an echoed credential out of what is kept.
-    """
-    pairs: list[tuple[str, str]] = []
-    for key, value in headers.multi_items():
-        returned = key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX)
-        if returned and len(value) <= _RETURNED_VALUE_LIMIT and _METADATA_VALUE.fullmatch(value):
-            pairs.append((key, redact(value)))
-    return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +101,7 @@ class Upstream:
                     continue  # -bin keys are never on the allowlist
                 problem = header_value_problem(value)
                 if problem is not None:
-                    raise failures.invalid_argument(f"metadata '{key}'", problem)
+                    raise invalid_argument(f"metadata '{key}'", problem)
                 headers[key] = value
         if "authorization" not in headers and self.config.credential:
             headers["authorization"] = f"Bearer {self.config.credential}"
@@ -284,7 +228,7 @@ class Upstream:
         if kind == "certificate":
             reason = next((getattr(e, "verify_message", None) for e in http._chain(exc)), None)
             detail = reason or detail
-        error = failures.transport_error(
+        error = transport_failures.transport_error(
             kind,
             domain=self.domain,
             detail=detail,
@@ -352,7 +296,7 @@ class Upstream:
         finally:
             await self.close(response)
         if response.status_code < 400:
-            error = failures.transport_error(
+            error = transport_failures.transport_error(
                 "redirect",
                 domain=self.domain,
                 request_id=response.headers.get("x-request-id"),
@@ -432,7 +376,7 @@ class Upstream:
             async with asyncio.timeout(wait):
                 await self._permits.acquire()
         except TimeoutError:
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "pool_exhausted",
                 domain=self.domain,
                 detail=f"all {self.config.max_connections} connections were in use for {wait:g} s",
@@ -451,7 +395,7 @@ class Upstream:
         limit = self.config.max_response_bytes
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "too_large",
                 domain=self.domain,
                 detail=f"it announced {declared} bytes; the limit is {limit} bytes "
@@ -466,7 +410,7 @@ class Upstream:
                 async for part in response.aiter_bytes():
                     size += len(part)
                     if size > limit:
-                        raise failures.transport_error(
+                        raise transport_failures.transport_error(
                             "too_large",
                             domain=self.domain,
                             detail=f"the response exceeded the limit of {limit} bytes "
@@ -479,7 +423,7 @@ class Upstream:
         except TimeoutError:
             if bound is None:
                 raise
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "read_timeout",
                 domain=self.domain,
                 detail=f"no complete answer within {bound:g} s (--upstream-timeout)",

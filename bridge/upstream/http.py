@@ -27,7 +27,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
-from bridge.upstream.failures import TransportKind
+from bridge.upstream.transport_failures import TransportKind
 
 __all__ = ["classify", "make_client", "pool_stats"]
 

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from bridge.upstream import failures
+from bridge.status import BridgeError
+from bridge.telemetry.redaction import Redactor
+from bridge.upstream import envelope, failures, transport_failures
 from bridge.upstream.body import decode_object, loads, media_type
-from bridge.upstream.failures import BridgeError, Redactor
+from bridge.upstream.headers import returned_metadata
 from bridge.upstream.sse import Event, EventTooLarge, SSEDecoder
 
 if TYPE_CHECKING:
@@ -68,13 +70,13 @@ class EventStream:
         self._domain = upstream.domain
         self._request_id = response.headers.get("x-request-id")
         self.response_headers = response.headers
-        from bridge.upstream.client import returned_metadata
+
 
         self.metadata = returned_metadata(response.headers, redact)
         """The metadata to return to the caller (initial metadata), credentials redacted."""
 
     def _malformed(self, detail: str) -> BridgeError:
-        return failures.transport_error(
+        return transport_failures.transport_error(
             "malformed", domain=self._domain, request_id=self._request_id, detail=detail
         )
 
@@ -117,14 +119,14 @@ class EventStream:
                     return
                 yield data
         except EventTooLarge as exc:
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "too_large",
                 domain=self._domain,
                 detail=f"{exc} (--max-response-bytes)",
                 request_id=self._request_id,
             ) from None
         except TimeoutError as exc:
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "read_timeout",
                 domain=self._domain,
                 detail=f"no event for {silence:g} s (--upstream-timeout)",
@@ -141,7 +143,7 @@ class EventStream:
                 ) from None
             raise
         if self._until == "done":
-            raise failures.transport_error(
+            raise transport_failures.transport_error(
                 "stream_cut",
                 domain=self._domain,
                 request_id=self._request_id,
@@ -199,7 +201,7 @@ class EventStream:
                 )
             raise self._malformed(f"a stream event is a JSON {type(obj).__name__}, not an object")
         if "error" in obj or event.event == "error" or obj.get("type") == "error":
-            error = failures.error_object(obj, event=event.event)
+            error = envelope.error_object(obj, event=event.event)
             if error is not None:
                 raise failures.from_stream_error(
                     self._redact.json(error), domain=self._domain, request_id=self._request_id
