@@ -232,10 +232,10 @@ def test_api_key_help_points_away_from_the_command_line_which_still_works() -> N
     assert config.api_key == "sk-from-argv"
 
 
-def test_readme_warns_about_port_forwarders_where_access_rules_are_documented() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Who may use the bridge's credential") :]
-    section = section[: section.index("\n### ")]
+def test_docs_warn_about_port_forwarders_where_access_rules_are_documented() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    section = operations[operations.index("## Who may use the bridge's credential") :]
+    section = section[: section.index("\n## ")]
     for forwarder in ("ssh -L", "kubectl port-forward", "sidecar"):
         assert forwarder in section
     for remedy in ("--access-token-sha256", "--tls-client-ca", "--caller-credentials"):

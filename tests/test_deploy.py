@@ -271,14 +271,14 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     # Every COPY source (all words but the destination): README.md too, since
     # pyproject.toml names it as the package's readme and the build reads it.
     copied = {src.rstrip("/") for rest in instruction("COPY") for src in rest.split()[:-1]}
-    assert copied == {"pyproject.toml", "README.md", "bridge", "generated"}
+    assert copied == {"pyproject.toml", "README.md", "LICENSE", "bridge", "client", "generated"}
     assert not copied & ignored
-    assert {".git", ".venv"} <= ignored
+    assert {".git", ".venv", "dev"} <= ignored
 
 
 WORST_CASE_EXPANSION = 100
 """Memory of a parsed request per byte of it on the wire, at worst (2-byte empty `messages`
-entries measured about 80: tests/test_access.py); README, "Sizing --max-message-bytes"."""
+entries measured about 80: tests/test_access.py); docs/operations.md, "Sizing --max-message-bytes"."""
 BASELINE_MIB = 64
 """Resident memory of an idle bridge process, rounded up (about 53 MiB measured)."""
 
@@ -289,12 +289,13 @@ def _mib(quantity: str) -> float:
 
 
 def test_the_message_limit_fits_the_memory_limit_and_the_docs_agree() -> None:
-    """Config default, manifest and README state one --max-message-bytes, sized to memory."""
+    """Config default, manifest and docs/operations.md state one --max-message-bytes, sized
+    to memory."""
     default = Config.load(environ={}).max_message_bytes
     manifest = int(container_env(SECRETS)["BRIDGE_MAX_MESSAGE_BYTES"])
-    readme = (ROOT / "README.md").read_text()
-    row = re.search(r"^\| `--max-message-bytes` \| (\d+) MiB \|", readme, re.MULTILINE)
-    assert row, "README's limits table lists --max-message-bytes"
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    row = re.search(r"^\| `--max-message-bytes` \| (\d+) MiB \|", operations, re.MULTILINE)
+    assert row, "the limits table of docs/operations.md lists --max-message-bytes"
     assert manifest == default == int(row.group(1)) * 1024 * 1024
     limit = _mib(container()["resources"]["limits"]["memory"])
     assert BASELINE_MIB + WORST_CASE_EXPANSION * manifest / 2**20 <= limit
