@@ -48,6 +48,22 @@ USER_AGENT = f"aigateway-bridge/{bridge.__version__}"
 
 
 @dataclass(frozen=True, slots=True)
+class _Call:
+    """One upstream request as the boundary handles it, across its attempts."""
+
+    method: str
+    path: str
+    content: bytes | None
+    headers: Mapping[str, str]
+    deadline: float | None
+    """The caller's deadline on the event loop's clock, or None."""
+    model: str | None
+    """The model the request names, for a 404's ResourceInfo."""
+    redact: Redactor
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """A decoded JSON answer, the upstream's response headers, and the metadata to return."""
 
@@ -155,7 +171,8 @@ class Upstream:
         redact = self.redactor(headers)
         response: httpx.Response | None = None
         try:
-            response = await self._open(method, path, content, headers, deadline, model, redact)
+            call = _Call(method, path, content, headers, deadline, model, redact)
+            response = await self._open(call)
             try:
                 body = await self._read_body(response, deadline)
             finally:
@@ -189,9 +206,8 @@ class Upstream:
         redact = self.redactor(headers)
         response: httpx.Response | None = None
         try:
-            response = await self._open(
-                "POST", path, _encode(body), headers, deadline, model, redact, stream=True
-            )
+            call = _Call("POST", path, _encode(body), headers, deadline, model, redact, True)
+            response = await self._open(call)
             events = EventStream(self, response, deadline, redact, until)
             try:
                 yield events
@@ -238,18 +254,7 @@ class Upstream:
             error.trailing = returned_metadata(response.headers, str)
         return error
 
-    async def _open(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: Mapping[str, str],
-        deadline: float | None,
-        model: str | None,
-        redact: Redactor,
-        *,
-        stream: bool = False,
-    ) -> httpx.Response:
+    async def _open(self, call: _Call) -> httpx.Response:
         """The one retry loop: attempt until a 2xx response, a final failure, or time or
         attempts run out (DESIGN.md "Retries"). No attempt or sleep starts that cannot
         finish inside the caller's deadline."""
@@ -258,14 +263,12 @@ class Upstream:
         while True:
             tries += 1
             try:
-                return await self._attempt(
-                    method, path, content, headers, deadline, model, redact, stream
-                )
+                return await self._attempt(call)
             except BridgeError as error:
                 if not error.retryable or tries >= self.policy.max_attempts:
                     raise
                 delay = self.policy.backoff(tries, error.retry_after, rng=self._rng)
-                if deadline is not None and loop.time() + delay >= deadline:
+                if call.deadline is not None and loop.time() + delay >= call.deadline:
                     raise
                 log.info(
                     "retrying upstream call",
@@ -277,22 +280,13 @@ class Upstream:
                 )
                 await asyncio.sleep(delay)
 
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: Mapping[str, str],
-        deadline: float | None,
-        model: str | None,
-        redact: Redactor,
-        stream: bool,
-    ) -> httpx.Response:
-        response = await self._send(method, path, content, headers, deadline, stream=stream)
+    async def _attempt(self, call: _Call) -> httpx.Response:
+        """One attempt: a 2xx response with its body unread, or the mapped error."""
+        response = await self._send(call)
         if response.status_code < 300:
             return response
         try:
-            body = await self._read_body(response, deadline)
+            body = await self._read_body(response, call.deadline)
         finally:
             await self.close(response)
         if response.status_code < 400:
@@ -309,43 +303,35 @@ class Upstream:
                 body,
                 response.headers,
                 domain=self.domain,
-                model=model,
-                redact=redact,
+                model=call.model,
+                redact=call.redact,
             )
         error.trailing = returned_metadata(response.headers, str)  # redacted by `failure`
         raise error
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: Mapping[str, str],
-        deadline: float | None,
-        *,
-        stream: bool,
-    ) -> httpx.Response:
+    async def _send(self, call: _Call) -> httpx.Response:
         """Send one request and wait for its response head (body unread).
 
         Waiting for a pooled connection is bounded by the caller's deadline, else by
         --connect-timeout, and answered UPSTREAM_POOL_EXHAUSTED. The head itself (with any
         number of 1xx answers before it) must arrive within --upstream-timeout in all.
         """
+        deadline = call.deadline
         loop = asyncio.get_running_loop()
         remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
-        request_headers = dict(headers)
-        if content is not None:
+        request_headers = dict(call.headers)
+        if call.content is not None:
             request_headers["content-type"] = "application/json"
-        if stream:
+        if call.stream:
             request_headers["accept"] = "text/event-stream"
         read = self.config.upstream_timeout
         connect = self.config.connect_timeout
         if remaining is not None:
             read, connect = min(read, remaining), min(connect, remaining)
         request = self._client.build_request(
-            method,
-            self.base_url + path,
-            content=content,
+            call.method,
+            self.base_url + call.path,
+            content=call.content,
             headers=request_headers,
             timeout=httpx.Timeout(read, connect=connect),
         )
