@@ -278,7 +278,8 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
 
 WORST_CASE_EXPANSION = 100
 """Memory of a parsed request per byte of it on the wire, at worst (2-byte empty `messages`
-entries measured about 80: tests/test_access.py); docs/operations.md, "Sizing --max-message-bytes"."""
+entries measured about 80: tests/test_access.py); docs/operations.md, "Sizing
+--max-message-bytes"."""
 BASELINE_MIB = 64
 """Resident memory of an idle bridge process, rounded up (about 53 MiB measured)."""
 
@@ -299,7 +300,7 @@ def test_the_message_limit_fits_the_memory_limit_and_the_docs_agree() -> None:
     assert manifest == default == int(row.group(1)) * 1024 * 1024
     limit = _mib(container()["resources"]["limits"]["memory"])
     assert BASELINE_MIB + WORST_CASE_EXPANSION * manifest / 2**20 <= limit
-    assert f"{limit:.0f} MiB memory limit" in readme
+    assert f"{limit:.0f} MiB memory limit" in operations
 
 
 def test_manifest_image_tag_is_the_package_version() -> None:

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from aigateway_json import translate
 import grpc
 import pytest
 from aigateway.v1 import chat_pb2, embeddings_pb2, models_pb2
+from aigateway_json import translate
 from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st

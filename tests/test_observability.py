@@ -34,9 +34,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import ConfigError
-from bridge.interceptors import observation as observe
 from bridge.server import assembly as server
-from bridge.telemetry import logs, tracing
+from bridge.telemetry import logs, observability, tracing
 from bridge.telemetry.metrics import BoundedLabel
 from dev.upstream.faults import Hang, Status
 from dev.upstream.server import DevUpstream
@@ -333,9 +332,9 @@ def test_model_label_admits_a_bounded_number_of_models() -> None:
 
 
 def test_routes_are_templates() -> None:
-    assert observe.route_of("/v1/models/openai/gpt-4o", "/v1") == "/models/{model}"
-    assert observe.route_of("/v1/chat/completions", "/v1") == "/chat/completions"
-    assert observe.route_of("/v1/anything/else", "/v1") == "other"
+    assert observability.route_of("/v1/models/openai/gpt-4o", "/v1") == "/models/{model}"
+    assert observability.route_of("/v1/chat/completions", "/v1") == "/chat/completions"
+    assert observability.route_of("/v1/anything/else", "/v1") == "other"
 
 
 # ------------------------------------------------------------------------------ logs
@@ -504,7 +503,8 @@ async def test_long_fields_are_bounded_in_logs_and_spans(
         await stubs.chat.CreateChatCompletion(
             chat_request(model=model), metadata=(("x-request-id", "q" * 4000),)
         )
-    # (the request id is cut to 128 characters where it is read: bridge.interceptors.observation.clean_id)
+    # (the request id is cut to 128 characters where it is read:
+    # bridge.interceptors.observation.clean_id)
     await wait_for(lambda: bool(logged_access(fmt, buffer.getvalue())))
     (line,) = logged_access(fmt, buffer.getvalue())
     assert len(line) < 2000

@@ -50,7 +50,8 @@ def message_size(request: Message, limit: int) -> None:
 
     grpc core enforces a receive limit too, but its status ("Received message larger than
     max") has no details and does not say which setting to change; the server lets requests
-    up to twice the limit through to this check (`bridge.server.assembly.server_options`) so the common
+    up to twice the limit through to this check (`bridge.server.assembly.server_options`) so the
+    common
     case of a request somewhat over the limit gets a status the caller can act on.
     """
     size = request.ByteSize()

@@ -71,7 +71,8 @@ def current_call() -> Call | None:
 def request_read(request: Any) -> None:
     """Tell the current call its parsed request (for the model it names).
 
-    The access guard (bridge.interceptors.access) parses aigateway.v1 requests itself, after the access
+    The access guard (bridge.interceptors.access) parses aigateway.v1 requests itself, after the
+    access
     check, so the interceptor here sees only their bytes; the guard calls this once parsed.
     """
     call = _current.get()
@@ -304,9 +305,3 @@ def _status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -
 def _trace_id(span: Any) -> str | None:
     context = span.get_span_context()
     return f"{context.trace_id:032x}" if context.is_valid else None
-
-
-
-
-
-

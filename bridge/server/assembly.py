@@ -137,7 +137,8 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         return int(seconds * 1000)
 
     options = [
-        # Twice --max-message-bytes: the guard (bridge.interceptors.access) checks the limit itself on the
+        # Twice --max-message-bytes: the guard (bridge.interceptors.access) checks the limit itself
+        # on the
         # wire bytes, before parsing, and answers with details naming the option; grpc core's
         # own refusal, kept beyond that to bound the bytes buffered, has neither.
         ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),

@@ -115,7 +115,8 @@ def supervise(config: Config) -> int:
             "processes there); run one process per core under your supervisor instead"
         )
     host, port = split_host_port(config.listen)
-    # One metrics port and one directory of metric values for all workers (bridge.telemetry.metrics).
+    # One metrics port and one directory of metric values for all workers
+    # (bridge.telemetry.metrics).
     shared_metrics = SharedMetrics.prepare(config)
     config = shared_metrics.config
     reserved = _reserve_port(host) if port == 0 else None

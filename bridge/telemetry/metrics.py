@@ -1,6 +1,7 @@
 """Prometheus metrics and the HTTP endpoint that serves them.
 
-One `Metrics` object per bridge holds every metric; `bridge.interceptors.observation` feeds it from the gRPC
+One `Metrics` object per bridge holds every metric; `bridge.interceptors.observation` feeds it from
+the gRPC
 interceptor and the upstream hooks. Labels are bounded by construction: gRPC service and
 method names come from the server's own handlers, upstream routes are path templates, status
 codes are codes, and model names (from usage) pass through `BoundedLabel`, so a caller that

@@ -1,6 +1,7 @@
 """Reading a 2xx upstream body: media types, JSON decoding, and the error a body reports.
 
-Shared by the unary path (`bridge.upstream.client`) and the stream path (`bridge.upstream.stream`), so a
+Shared by the unary path (`bridge.upstream.client`) and the stream path (`bridge.upstream.stream`),
+so a
 bare JSON error envelope means the same on both (DESIGN.md "Streaming": a stream whose body is
 a bare JSON error envelope ends with that envelope's status).
 """

@@ -2,7 +2,8 @@
 
 Everything foreign that can happen while talking to the upstream (an HTTP error status, an
 error object in a 200, a transport exception, a timeout, an echoed credential) becomes a
-`BridgeError` here, by the one failure table in `bridge.upstream.failures`, so the servicers only ever
+`BridgeError` here, by the one failure table in `bridge.upstream.failures`, so the servicers only
+ever
 see the package's own error type. The pieces:
 
 - `headers_for`: the upstream request headers of a call, each value validated where it is
@@ -78,7 +79,8 @@ class Upstream:
 
     def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
         self.config = config
-        # Set by bridge.interceptors.observation: told about every attempt (metrics, spans, access log).
+        # Set by bridge.interceptors.observation: told about every attempt (metrics, spans, access
+        # log).
         self.hooks: UpstreamHooks | None = None
         # The default allowlist plus --forward-metadata (checked by Config.validate).
         self.forwarded = FORWARDED_METADATA | config.extra_forwarded_metadata

@@ -113,9 +113,7 @@ def _bad_request(upstream: ErrorBody) -> list[Message]:
         )
     for field, description in upstream.violations:
         violations.append(
-            error_details_pb2.BadRequest.FieldViolation(
-                field=field, description=quote(description)
-            )
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=quote(description))
         )
     return [error_details_pb2.BadRequest(field_violations=violations)] if violations else []
 
@@ -443,7 +441,3 @@ def _http_status_code(code: str | None) -> int | None:
         return None
     status = int(code)
     return status if 400 <= status <= 599 else None
-
-
-
-

@@ -1,7 +1,8 @@
 """How long to wait between upstream attempts, and how many to make.
 
 DESIGN.md ("Retries") fixes the rules. *Whether* a failure is retried is a column of the one
-failure table in `bridge.upstream.failures` (each HTTP status, transport failure and in-stream error has
+failure table in `bridge.upstream.failures` (each HTTP status, transport failure and in-stream
+error has
 its code, reason and retryability there); this module holds the *timing*: the attempt count,
 jittered exponential backoff, and the delay an upstream asks for (`retry-after-ms`,
 `retry-after` as seconds or an HTTP date, RFC 9110 section 10.2.3). The one retry loop, in

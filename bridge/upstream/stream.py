@@ -71,7 +71,6 @@ class EventStream:
         self._request_id = response.headers.get("x-request-id")
         self.response_headers = response.headers
 
-
         self.metadata = returned_metadata(response.headers, redact)
         """The metadata to return to the caller (initial metadata), credentials redacted."""
 

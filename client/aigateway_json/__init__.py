@@ -1,4 +1,5 @@
-"""JSON <-> protobuf translation for the `aigateway.v1` messages (see `aigateway_json.translate`)."""
+"""JSON <-> protobuf translation for the `aigateway.v1` messages (see
+`aigateway_json.translate`)."""
 
 from aigateway_json.translate import (
     EXTRA_FIELDS,
