@@ -1,60 +1,11 @@
-"""JSON <-> protobuf translation for the `aigateway.v1` messages (see
-`aigateway_json.translate`)."""
+"""JSON <-> protobuf translation for the `aigateway.v1` messages.
 
-from aigateway_json.translate import (
-    EXTRA_FIELDS,
-    ChatRequest,
-    ResponseRequest,
-    TranslationError,
-    chat_chunk_from_json,
-    chat_completion_from_json,
-    chat_request_from_json,
-    embeddings_from_json,
-    embeddings_request_from_json,
-    from_json,
-    from_json_bytes,
-    json_text_fields,
-    model_from_json,
-    model_list_from_json,
-    parse_json_text,
-    request_body,
-    response_event_from_json,
-    response_from_json,
-    response_request_from_json,
-    stream_chat_request_from_json,
-    stream_response_request_from_json,
-    struct_to_python,
-    to_json,
-    to_json_bytes,
-    type_oneof,
-    value_to_python,
-)
+The public names are those of `aigateway_json.translate` (its `__all__`): `from_json`,
+`to_json`, `from_json_bytes`, `to_json_bytes`, the typed shortcuts (`chat_request_from_json`,
+...), `request_body` and `TranslationError`. The mapping: docs/json-mapping.md.
+"""
 
-__all__ = [
-    "EXTRA_FIELDS",
-    "ChatRequest",
-    "ResponseRequest",
-    "TranslationError",
-    "chat_chunk_from_json",
-    "chat_completion_from_json",
-    "chat_request_from_json",
-    "embeddings_from_json",
-    "embeddings_request_from_json",
-    "from_json",
-    "from_json_bytes",
-    "json_text_fields",
-    "model_from_json",
-    "model_list_from_json",
-    "parse_json_text",
-    "request_body",
-    "response_event_from_json",
-    "response_from_json",
-    "response_request_from_json",
-    "stream_chat_request_from_json",
-    "stream_response_request_from_json",
-    "struct_to_python",
-    "to_json",
-    "to_json_bytes",
-    "type_oneof",
-    "value_to_python",
-]
+from aigateway_json import translate
+from aigateway_json.translate import *  # noqa: F403
+
+__all__ = translate.__all__
