@@ -36,6 +36,8 @@ def address_in_use(listen: str) -> bool:
 
 
 def busy_address_message(listen: str) -> str:
+    """The sentence printed when `listen` ("HOST:PORT") is taken: who may hold it and three
+    ways to choose another address (the next port). Raises ConfigError when malformed."""
     host, port = split_host_port(listen)
     other = f"{'[' + host + ']' if ':' in host else host}:{port + 1 if port < 65535 else 50052}"
     return (
