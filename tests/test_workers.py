@@ -57,7 +57,10 @@ class Supervisor:
                 self.output += raw.decode()
             return match
 
-        match = await asyncio.wait_for(scan(), within)
+        try:
+            match = await asyncio.wait_for(scan(), within)
+        except TimeoutError:
+            raise AssertionError(f"no {pattern!r} within {within} s in:\n{self.output}") from None
         self.cursor = max(self.cursor, match.end())
         return match
 

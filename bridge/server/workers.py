@@ -90,6 +90,10 @@ class _Slot:
     process: BaseProcess
     exits: deque[float] = dataclasses.field(default_factory=deque)
     restart_at: float | None = None
+    alive: bool = False
+    """Started and its exit not yet handled. Kept apart from `process.exitcode`: a process
+    can close its sentinel a moment before it can be reaped, so the exit code may appear
+    only on a later look, and an exit must be handled whenever it appears."""
 
     def recent_exits(self, now: float) -> int:
         while self.exits and self.exits[0] < now - CRASH_LOOP_WINDOW:
@@ -152,6 +156,7 @@ def supervise(config: Config) -> int:
 
     def start(slot: _Slot) -> None:
         slot.process.start()
+        slot.alive = True
         if stopping and slot.process.pid is not None:  # a signal came while it started
             with contextlib.suppress(ProcessLookupError):
                 os.kill(slot.process.pid, signal.SIGTERM)
@@ -167,7 +172,7 @@ def supervise(config: Config) -> int:
             flush=True,
         )
         while True:
-            running = [s for s in slots if s.process.exitcode is None and s.restart_at is None]
+            running = [s for s in slots if s.alive]
             if stopping:
                 for slot in slots:
                     slot.restart_at = None
@@ -185,6 +190,7 @@ def supervise(config: Config) -> int:
             for slot in running:
                 if slot.process.exitcode is None:
                     continue
+                slot.alive = False
                 shared_metrics.worker_exited(slot.process.pid)
                 print(
                     f"supervisor: worker {slot.index} (pid {slot.process.pid}) exited with "
