@@ -6,7 +6,10 @@ round by round spreads the remaining noise evenly. Each variant is a source tree
 `git archive` of an older commit) plus optional monkeypatches applied before the bridge
 starts, so one change can be switched off at a time:
 
-    python bench/ab.py new=. base=/tmp/base no-orjson=.:no-orjson
+    python bench/ab.py new=. base=/tmp/base no-orjson=.:no-orjson floor=floor
+
+The tree name `floor` runs bench/floor.py (the bare grpc.aio server, chat only) in place of
+the bridge, so a ratio to the floor is measured in the same run; its embeddings stay empty.
 """
 
 from __future__ import annotations
@@ -48,11 +51,21 @@ sys.argv = ["bridge", *sys.argv[1:]]
 runpy.run_module("bridge", run_name="__main__")
 """
 
+FLOOR = """
+import runpy, sys
+{patches}
+runpy.run_path(sys.argv[1], run_name="__main__")
+"""
+
 
 def bridge_command(
     tree: str, patches: list[str], upstream: str
 ) -> tuple[list[str], dict[str, str]]:
-    code = LAUNCH.format(patches="\n".join(PATCHES[p] for p in patches))
+    patched = "\n".join(PATCHES[p] for p in patches)
+    if tree == "floor":
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return [sys.executable, "-c", FLOOR.format(patches=patched), str(HERE / "floor.py")], env
+    code = LAUNCH.format(patches=patched)
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     args = [
         sys.executable,
@@ -67,7 +80,7 @@ def bridge_command(
     return args, env
 
 
-def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
+def measure(pid: int, target: str, seconds: float, *, embed: bool = True) -> dict[str, float]:
     out: dict[str, float] = {}
     before = cpu_seconds(pid)
     ghz = subprocess.run(
@@ -79,6 +92,9 @@ def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
         ("stream", 8, "stream_cpu_ms"),
         ("embed", 2, "embed_cpu_ms"),
     ):
+        if not embed and scenario == "embed":
+            out[key] = float("nan")
+            continue
         before = cpu_seconds(pid)
         result = subprocess.run(
             load_command("grpc", scenario, target, concurrency, 0.5, seconds),
@@ -123,7 +139,7 @@ def main() -> int:
                     line = proc.stdout.readline()
                     target = line.split("listening on ", 1)[1].split(",")[0].strip()
                     time.sleep(0.5)
-                    result = measure(proc.pid, target, opts.seconds)
+                    result = measure(proc.pid, target, opts.seconds, embed=tree != "floor")
                 finally:
                     proc.terminate()
                     proc.wait(15)
@@ -140,6 +156,20 @@ def main() -> int:
     for name, runs in results.items():
         medians: list[Any] = [statistics.median(r[k] for r in runs) for k in keys]
         print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in medians) + " |")
+    floors = [name for name, tree, _ in variants if tree == "floor"]
+    if floors:
+        # Ratios to the floor, round by round (each round's variants ran minutes apart at
+        # most), then the median: the figure issue 16's targets are stated in.
+        base = results[floors[0]]
+        print()
+        print(f"| variant | unary ÷ {floors[0]} | stream ÷ {floors[0]} |")
+        print("|---|---:|---:|")
+        for name, runs in results.items():
+            ratios = [
+                statistics.median(r[k] / f[k] for r, f in zip(runs, base, strict=True))
+                for k in ("unary_cpu_ms", "stream_cpu_ms")
+            ]
+            print(f"| {name} | {ratios[0]:.2f}x | {ratios[1]:.2f}x |")
     return 0
 
 
