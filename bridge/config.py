@@ -126,6 +126,12 @@ class Config:
         "Log level: DEBUG, INFO, WARNING or ERROR.",
         env="BRIDGE_LOG_LEVEL",
     )
+    event_loop: str = _opt(
+        "auto",
+        "Event loop: `uvloop` (libuv's, less CPU per call and per streamed chunk), `asyncio` "
+        "(the standard library's), or `auto`: uvloop when it is installed, else asyncio.",
+        env="BRIDGE_EVENT_LOOP",
+    )
     shutdown_grace: float = _opt(
         10.0,
         "Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled.",
@@ -489,6 +495,10 @@ class Config:
                 raise ConfigError(f"{flag_for(name)}: cannot read {path!r}")
 
     def _validate_observability(self) -> None:
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError(
+                f"--event-loop must be 'auto', 'uvloop' or 'asyncio', got {self.event_loop!r}"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be 'text' or 'json', got {self.log_format!r}")
         if self.metrics_listen is not None:
