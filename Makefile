@@ -190,7 +190,7 @@ $(TOOLS_BIN)/.grpc-health-probe@%:
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_BIN   := bench/bin
 
-.PHONY: bench bench-micro bench-profile bench-ghz
+.PHONY: bench bench-capacity bench-micro bench-profile bench-ghz
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -210,6 +210,26 @@ bench-ghz:
 ## bench: measure the bridge against direct httpx and the openai SDK; prints the table
 bench: $(BENCH_STAMP) $(BENCH_BIN)/upstream $(DESCRIPTOR) bench-ghz
 	$(BIN)/python bench/run.py
+	$(MAKE) bench-capacity
+
+## bench-capacity: N streams at 20 chunks/s for growing N, 1 and 2 workers (CAPACITY_ARGS=--quick)
+CAPACITY_ARGS ?= --quick --idle 1000
+bench-capacity: $(BENCH_STAMP) $(BENCH_BIN)/upstream
+	$(BIN)/python bench/capacity.py $(CAPACITY_ARGS)
+
+## bench-peers: the bridge next to the LiteLLM proxy in front of the same upstream (installs
+## LiteLLM into .venv-peers; not part of make bench)
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+PEERS_PIN   := litellm[proxy]==1.106.12
+.PHONY: bench-peers
+$(PEERS_STAMP):
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	echo '*' > $(PEERS_VENV)/.gitignore  # the venv ignores itself, as newer venvs do
+	$(PEERS_VENV)/bin/python -m pip install --quiet '$(PEERS_PIN)'
+	touch $@
+bench-peers: $(BENCH_STAMP) $(BENCH_BIN)/upstream $(PEERS_STAMP)
+	$(BIN)/python bench/peers.py
 
 ## bench-micro: pytest-benchmark microbenchmarks of translation, SSE and headers
 bench-micro: $(BENCH_STAMP)

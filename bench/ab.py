@@ -6,7 +6,10 @@ round by round spreads the remaining noise evenly. Each variant is a source tree
 `git archive` of an older commit) plus optional monkeypatches applied before the bridge
 starts, so one change can be switched off at a time:
 
-    python bench/ab.py new=. base=/tmp/base no-orjson=.:no-orjson
+    python bench/ab.py new=. base=/tmp/base no-orjson=.:no-orjson floor=floor
+
+The tree name `floor` runs bench/floor.py (the bare grpc.aio server, chat only) in place of
+the bridge, so a ratio to the floor is measured in the same run; its embeddings stay empty.
 """
 
 from __future__ import annotations
@@ -31,8 +34,20 @@ PATCHES = {
     "    h = _c(*a, **k); logging.getLogger('httpx').setLevel(logging.INFO); return h\n"
     "L.configure = configure\n",
     "no-orjson": "import json, bridge.upstream.body as U\nU.loads = json.loads\n",
-    # Try: uvloop's event loop instead of asyncio's (needs `pip install uvloop`).
+    # uvloop's event loop instead of asyncio's (the bridge's default now: --event-loop auto).
     "uvloop": "import uvloop\nuvloop.install()\n",
+    "asyncio-loop": "import os\nos.environ['BRIDGE_EVENT_LOOP'] = 'asyncio'\n",
+    # Try: the upstream's headers as trailing metadata on unary calls (a contract change: the
+    # README documents them as initial metadata), which saves gRPC's separate HEADERS batch.
+    "headers-trailing": "import bridge.grpc_api.base as S\n"
+    "async def unary(self, context, call):\n"
+    "    try:\n"
+    "        result, metadata = await call()\n"
+    "    except S.BridgeError as error:\n"
+    "        await self.fail(context, error)\n"
+    "    context.set_trailing_metadata(metadata)\n"
+    "    return result\n"
+    "S._Base.unary = unary\n",
     # Try: gRPC core's optimisation hint and a larger HTTP/2 write buffer.
     "grpc-throughput": "import bridge.server.assembly as S\n_o = S.server_options\n"
     "S.server_options = lambda c: [*_o(c), ('grpc.optimization_target', 'throughput'), "
@@ -48,11 +63,21 @@ sys.argv = ["bridge", *sys.argv[1:]]
 runpy.run_module("bridge", run_name="__main__")
 """
 
+FLOOR = """
+import runpy, sys
+{patches}
+runpy.run_path(sys.argv[1], run_name="__main__")
+"""
+
 
 def bridge_command(
     tree: str, patches: list[str], upstream: str
 ) -> tuple[list[str], dict[str, str]]:
-    code = LAUNCH.format(patches="\n".join(PATCHES[p] for p in patches))
+    patched = "\n".join(PATCHES[p] for p in patches)
+    if tree == "floor":
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return [sys.executable, "-c", FLOOR.format(patches=patched), str(HERE / "floor.py")], env
+    code = LAUNCH.format(patches=patched)
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     args = [
         sys.executable,
@@ -67,7 +92,9 @@ def bridge_command(
     return args, env
 
 
-def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
+def measure(
+    pid: int, target: str, seconds: float, *, embed: bool = True, paced: int = 0
+) -> dict[str, float]:
     out: dict[str, float] = {}
     before = cpu_seconds(pid)
     ghz = subprocess.run(
@@ -79,6 +106,9 @@ def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
         ("stream", 8, "stream_cpu_ms"),
         ("embed", 2, "embed_cpu_ms"),
     ):
+        if not embed and scenario == "embed":
+            out[key] = float("nan")
+            continue
         before = cpu_seconds(pid)
         result = subprocess.run(
             load_command("grpc", scenario, target, concurrency, 0.5, seconds),
@@ -89,6 +119,32 @@ def measure(pid: int, target: str, seconds: float) -> dict[str, float]:
         )
         total = json.loads(result.stdout.splitlines()[-1])["total_requests"]
         out[key] = 1000 * (cpu_seconds(pid) - before) / total
+    if paced:
+        # Streams at a model's pace (bench/capacity.py's client): every chunk arrives on its
+        # own, so this is the per-chunk cost with a wake-up per chunk, in µs.
+        before = cpu_seconds(pid)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "capacity.py"),
+                "--client",
+                "--target",
+                target,
+                "--streams",
+                str(paced),
+                "--seconds",
+                str(seconds),
+                "--warmup",
+                "0.5",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        report = json.loads(result.stdout.splitlines()[-1])
+        chunks = report["chunks_total"]
+        out["paced_cpu_us"] = 1e6 * (cpu_seconds(pid) - before) / max(chunks, 1)
     return out
 
 
@@ -97,6 +153,9 @@ def main() -> int:
     parser.add_argument("variants", nargs="+", help="NAME=TREE[:PATCH[,PATCH]]")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--paced", type=int, default=0, help="also N streams at 20 chunks/s: CPU per chunk"
+    )
     opts = parser.parse_args()
     variants: list[tuple[str, str, list[str]]] = []
     for spec in opts.variants:
@@ -123,7 +182,9 @@ def main() -> int:
                     line = proc.stdout.readline()
                     target = line.split("listening on ", 1)[1].split(",")[0].strip()
                     time.sleep(0.5)
-                    result = measure(proc.pid, target, opts.seconds)
+                    result = measure(
+                        proc.pid, target, opts.seconds, embed=tree != "floor", paced=opts.paced
+                    )
                 finally:
                     proc.terminate()
                     proc.wait(15)
@@ -135,11 +196,29 @@ def main() -> int:
                 )
     print()
     keys = ["unary_cpu_ms", "stream_cpu_ms", "embed_cpu_ms"]
+    if opts.paced:
+        keys.append("paced_cpu_us")
     print("| variant | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))
     for name, runs in results.items():
         medians: list[Any] = [statistics.median(r[k] for r in runs) for k in keys]
         print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in medians) + " |")
+    floors = [name for name, tree, _ in variants if tree == "floor"]
+    if floors:
+        # Ratios to the floor, round by round (each round's variants ran minutes apart at
+        # most), then the median: the figure issue 16's targets are stated in.
+        base = results[floors[0]]
+        print()
+        paced_head = f" paced ÷ {floors[0]} |" if opts.paced else ""
+        print(f"| variant | unary ÷ {floors[0]} | stream ÷ {floors[0]} |{paced_head}")
+        print("|---|---:|---:|" + ("---:|" if opts.paced else ""))
+        for name, runs in results.items():
+            ratios = [
+                statistics.median(r[k] / f[k] for r, f in zip(runs, base, strict=True))
+                for k in ("unary_cpu_ms", "stream_cpu_ms", "paced_cpu_us")
+                if k in keys
+            ]
+            print(f"| {name} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,6 +48,21 @@ class Chat(chat_pb2_grpc.ChatServiceServicer):
     async def StreamChatCompletion(
         self, request: chat_pb2.StreamChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.StreamChatCompletionResponse]:
+        if request.model.startswith("bench-paced-"):
+            # As bench/upstream's paced model: RATExCOUNT chunks on a fixed schedule, each
+            # stamped with the wall-clock time it was made (bench/capacity.py reads it).
+            rate, count = map(int, request.model[len("bench-paced-") :].split("x"))
+            loop = asyncio.get_running_loop()
+            begin = loop.time()
+            for i in range(count):
+                delay = begin + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                message = chat_pb2.StreamChatCompletionResponse()
+                message.CopyFrom(CHUNKS[1])
+                message.id = f"chatcmpl-t{time.time_ns()}"
+                yield message
+            return
         for message in CHUNKS:
             yield message
 

@@ -36,6 +36,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 TraceExporter = Literal["none", "console", "otlp"]
 CallerCredentials = Literal["allow", "refuse"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 
 def _opt(
@@ -137,6 +138,12 @@ class Config:
         "INFO",
         "Log level (any case).",
         env="BRIDGE_LOG_LEVEL",
+    )
+    event_loop: EventLoop = _opt(
+        "auto",
+        "Event loop: `uvloop` (libuv's, less CPU per call and per streamed chunk), `asyncio` "
+        "(the standard library's), or `auto`: uvloop when it is installed, else asyncio.",
+        env="BRIDGE_EVENT_LOOP",
     )
     shutdown_grace: float = _opt(
         10.0,

@@ -7,6 +7,8 @@
 //	any model, "stream": false  one chat.completion (about 600 bytes, like OpenAI's)
 //	any model, "stream": true   100 chat.completion.chunk events, each flushed, then [DONE]
 //	"bench-idle", streamed      the first chunk, then silence until the client goes away
+//	"bench-paced-RxN", streamed N chunks at R per second (a model's pace), each chunk's id
+//	                            "chatcmpl-t<unix ns when it was written>", then [DONE]
 //
 // POST /v1/embeddings answers 256 vectors of 1536 float32 values, as JSON numbers
 // (shortest float32 text, as OpenAI prints them) or, with "encoding_format": "base64",
@@ -160,6 +162,11 @@ func chat(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	var rate, count int
+	if n, _ := fmt.Sscanf(req.Model, "bench-paced-%dx%d", &rate, &count); n == 2 && rate > 0 {
+		paced(w, flusher, r, rate, count)
+		return
+	}
 	// One write and flush per event, as a model server emits tokens.
 	start := 0
 	for i := 0; i < streamChunks; i++ {
@@ -167,6 +174,33 @@ func chat(w http.ResponseWriter, r *http.Request) {
 		w.Write(streamBody[start:end])
 		flusher.Flush()
 		start = end
+	}
+	w.Write([]byte("data: [DONE]\n\n"))
+}
+
+// paced streams `count` chunks on a fixed schedule of `rate` per second from the first one
+// (lateness does not accumulate), each stamped with the wall-clock time it was written, so
+// a client on the same host can tell how long the chunk took to reach it.
+func paced(w http.ResponseWriter, flusher http.Flusher, r *http.Request, rate, count int) {
+	interval := time.Second / time.Duration(rate)
+	begin := time.Now()
+	for i := 0; i < count; i++ {
+		if wait := time.Until(begin.Add(time.Duration(i) * interval)); wait > 0 {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		finish := "null"
+		if i == count-1 {
+			finish = `"stop"`
+		}
+		fmt.Fprintf(w, `data: {"id":"chatcmpl-t%d","object":"chat.completion.chunk",`+
+			`"created":1732000000,"model":"openai/gpt-4o-mini","system_fingerprint":"fp_bench",`+
+			`"choices":[{"index":0,"delta":{"content":" token%d"},"logprobs":null,`+
+			`"finish_reason":%s}]}`+"\n\n", time.Now().UnixNano(), i, finish)
+		flusher.Flush()
 	}
 	w.Write([]byte("data: [DONE]\n\n"))
 }

@@ -322,6 +322,23 @@ async def serve(config: Config) -> int:
     return EXIT_CANCELLED
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `--event-loop` asks for (None: asyncio's default).
+
+    `auto` takes uvloop when it can be imported (a runtime dependency, but a platform
+    without a wheel for it still serves, on asyncio's loop); `uvloop` insists on it.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise OSError("--event-loop uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def run(config: Config) -> int:
     """Serve in this process (the only one, or one worker) until a signal; the exit code.
 
@@ -332,7 +349,8 @@ def run(config: Config) -> int:
 
     logs.configure(config.log_level, config.log_format, secrets=logs.secrets_of(config))
     try:
-        return asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+            return runner.run(serve(config))
     except OSError as exc:
         worker = "" if config.worker_index is None else f"worker {config.worker_index}: "
         print(f"{worker}error: {exc}", file=sys.stderr, flush=True)

@@ -45,6 +45,57 @@ _SNIFF_BYTES = 64
 """How much of the body start is looked at to tell an event stream from a bare JSON body."""
 
 
+class _Silence:
+    """The bound on silence between two events: one timer per stream, not one per read.
+
+    `asyncio.timeout_at` around every read schedules and cancels a timer per chunk; here
+    the deadline (`until`) is only a number moved forward per event, and one timer checks
+    it when it would have expired, re-arming itself for the deadline as it is then. It
+    cancels the task only while it waits in a read (`reading`), as a timeout around the
+    read would; a deadline passed while the caller held the stream (at `yield`) is checked
+    when the next read starts, as before. The reader turns the cancellation it caused into
+    TimeoutError, and leaves anyone else's alone (`Task.uncancel`, as `asyncio.Timeout`).
+    """
+
+    __slots__ = ("_cancelling", "_fired", "_loop", "_task", "handle", "reading", "until")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, silence: float) -> None:
+        self._loop = loop
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._fired = False
+        self.reading = False
+        self.until = loop.time() + silence
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        self.handle = self._loop.call_at(self.until, self._check)
+
+    def disarm(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _check(self) -> None:
+        if self._loop.time() < self.until:
+            self.handle = self._loop.call_at(self.until, self._check)
+        elif self.reading:
+            self.handle = None
+            self._fired = True
+            self._task.cancel()
+        else:
+            self.handle = None  # re-armed by the next read, with the deadline as it is then
+
+    def expired(self) -> bool:
+        """True when the CancelledError being handled is this bound's, and only its."""
+        if not self._fired:
+            return False
+        self._fired = False
+        return self._task.uncancel() <= self._cancelling
+
+
 class EventStream:
     """The JSON events of one open SSE response; iterate it once.
 
@@ -90,14 +141,22 @@ class EventStream:
         decoder = SSEDecoder(self._upstream.config.max_response_bytes)
         parts = response.aiter_bytes()
         first = True
-        quiet_until = loop.time() + silence
+        watch = _Silence(loop, silence)
         try:
             while True:
+                if watch.handle is None:
+                    watch.arm()
+                watch.reading = True
                 try:
-                    async with asyncio.timeout_at(quiet_until):
-                        part = await parts.__anext__()
+                    part = await parts.__anext__()
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    if watch.expired():
+                        raise TimeoutError from None
+                    raise
+                finally:
+                    watch.reading = False
                 if first:
                     first = False
                     head = part.lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -109,7 +168,7 @@ class EventStream:
                     if data is None:
                         await self._finish_body(parts)
                         return
-                    quiet_until = loop.time() + silence
+                    watch.until = loop.time() + silence
                     yield data
             tail = decoder.close()
             if tail is not None:
@@ -141,6 +200,8 @@ class EventStream:
                     exc, self._deadline, response, "stream_cut"
                 ) from None
             raise
+        finally:
+            watch.disarm()
         if self._until == "done":
             raise transport_failures.transport_error(
                 "stream_cut",
