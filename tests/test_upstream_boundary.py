@@ -413,3 +413,19 @@ async def test_a_returned_header_echoing_the_key_is_redacted(
         details = await call.details()
     assert DEV_KEY not in repr(returned) + (details or "")
     assert ("x-request-id", "req-[redacted]") in [tuple(pair) for pair in returned]
+
+
+@pytest.mark.parametrize("whose", ["bridge", "caller"])
+async def test_a_key_echoed_in_part_is_redacted(upstream: DevUpstream, whose: str) -> None:
+    # OpenAI's 401 echoes a key in part ("sk-proj-abcd****wxyz"); ten characters in a row of
+    # the key are an echo of it.
+    key = "sk-partial-echo-0123456789abcdef"
+    body = {"error": {"message": f"Incorrect API key provided: {key[:14]}****{key[-4:]}."}}
+    upstream.program(MODEL, Status(401, body))
+    metadata = (("authorization", f"Bearer {key}"),) if whose == "caller" else ()
+    async with serving(upstream, api_key=key if whose == "bridge" else DEV_KEY) as stubs:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.chat.CreateChatCompletion(chat(), metadata=metadata, timeout=10)
+    message = caught.value.details() or ""
+    assert key[:14] not in message
+    assert "Incorrect API key provided: [redacted]****" in message

@@ -6,6 +6,7 @@ them; `scrub` masks anything shaped like a well-known credential, ours or not.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -14,6 +15,10 @@ from urllib.parse import quote as _quote_url
 
 _MIN_SECRET = 8
 """Shorter "credentials" are not cut out of error bodies: they would mangle ordinary words."""
+
+
+PARTIAL_RUN = 10
+"""Characters of a secret in a row that count as an echo of it (see `Redactor`)."""
 
 
 class Redactor:
@@ -25,11 +30,15 @@ class Redactor:
     (with and without `\\u` escapes and `\\/`), percent-encoded, and as Python's repr of
     each, once or twice (an HTTP parser's error quotes the line it refused that way). Shapes
     of well-known keys (`Bearer ...`, `sk-...`, Vercel's `vck_...`) are masked even when not
-    one of ours.
+    one of ours. A run of `PARTIAL_RUN` or more characters of a form is cut too: upstreams
+    echo keys in part (OpenAI's "Incorrect API key provided: sk-proj-****abcd" keeps both
+    ends), and an excerpt may cut a key in two.
     Secrets shorter than 8 characters are not cut: they would mangle ordinary words.
     """
 
-    __slots__ = ("_forms",)
+    __slots__ = ("_forms", "_windows")
+
+    _windows: re.Pattern[str] | None
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         forms: set[str] = set()
@@ -52,12 +61,52 @@ class Redactor:
             forms.update([repr(form)[1:-1] for form in forms])
         # Longest first, so that a form containing another is cut whole.
         self._forms = tuple(sorted(forms, key=len, reverse=True))
+        windows = sorted(
+            {
+                form[i : i + PARTIAL_RUN]
+                for form in forms
+                for i in range(len(form) - PARTIAL_RUN + 1)
+            }
+        )
+        # A lookahead finds every start of a window, overlapping ones included, in one pass.
+        self._windows = (
+            re.compile("(?=(" + "|".join(re.escape(w) for w in windows) + "))") if windows else None
+        )
+
+    @staticmethod
+    def of(*secrets: str | None) -> Redactor:
+        """A Redactor of `secrets`, shared between calls that carry the same ones: building
+        one costs tens of microseconds, and a caller's key repeats call after call."""
+        return _redactor_of(secrets)
 
     def __call__(self, text: str) -> str:
         for form in self._forms:
             if form in text:
                 text = text.replace(form, "[redacted]")
+        if self._windows is not None and len(text) >= PARTIAL_RUN:
+            text = self._cut_partial(self._windows, text)
         return scrub(text)
+
+    @staticmethod
+    def _cut_partial(windows: re.Pattern[str], text: str) -> str:
+        """Replace every run of text made of overlapping secret windows with [redacted]."""
+        spans: list[list[int]] = []
+        for match in windows.finditer(text):
+            start = match.start()
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = start + PARTIAL_RUN
+            else:
+                spans.append([start, start + PARTIAL_RUN])
+        if not spans:
+            return text
+        out: list[str] = []
+        at = 0
+        for start, end in spans:
+            out.append(text[at:start])
+            out.append("[redacted]")
+            at = end
+        out.append(text[at:])
+        return "".join(out)
 
     def json(self, value: Any) -> Any:
         """`value` (decoded JSON) with every string, keys included, redacted.
@@ -101,3 +150,8 @@ def scrub(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _redactor_of(secrets: tuple[str | None, ...]) -> Redactor:
+    return Redactor(secrets)

@@ -131,7 +131,7 @@ class Upstream:
         carried = headers.get("authorization", "")
         if not isinstance(carried, str):
             carried = ""
-        return Redactor((self.config.credential, carried, carried.partition(" ")[2].strip()))
+        return Redactor.of(self.config.credential, carried, carried.partition(" ")[2].strip())
 
     # ------------------------------------------------------------------ unary
 
