@@ -109,8 +109,9 @@ def fill_list(target: struct_pb2.ListValue, data: list[Any], level: int) -> None
 
 
 class _Nesting(threading.local):
-    """The nesting level of the message `aigateway_json.plans.fill` is filling, for the free-form fillers below
-    it. One per thread: translation is synchronous, but Python users may call it from threads.
+    """The nesting level of the message `aigateway_json.plans.fill` is filling, for the
+    free-form fillers below it. One per thread: translation is synchronous, but Python users
+    may call it from threads.
     """
 
     level = 0
