@@ -118,12 +118,14 @@ class Config:
     )
     max_message_bytes: int = _opt(
         4 * 1024 * 1024,
-        "Largest gRPC message received or sent, in bytes (embedding batches are large).",
+        "Largest gRPC request message received, in bytes (judged by its wire size before "
+        "it is parsed); answers are bounded by --max-response-bytes instead.",
         env="BRIDGE_MAX_MESSAGE_BYTES",
     )
     max_response_bytes: int = _opt(
         64 * 1024 * 1024,
-        "Largest upstream response body (or single stream event) accepted, in bytes.",
+        "Largest upstream response body (or single stream event) accepted, in bytes; the "
+        "gRPC answer made from it may be up to twice that.",
         env="BRIDGE_MAX_RESPONSE_BYTES",
     )
     reflection: bool = _opt(

@@ -87,6 +87,7 @@ class BridgeError(Exception):
         head: list[Message] = [
             error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})
         ]
+        request_id = _clean_request_id(request_id)
         if request_id:
             head.append(error_details_pb2.RequestInfo(request_id=request_id))
         self.details = (*head, *sorted(extras, key=_detail_rank))
@@ -214,3 +215,22 @@ def resource_exhausted(limit_name: str, limit: int, actual: int) -> BridgeError:
         domain=BRIDGE_DOMAIN,
         metadata={"limitName": limit_name, "limit": str(limit), "actual": str(actual)},
     )
+
+
+REQUEST_ID_LIMIT = 256
+"""Longest upstream request id carried in a RequestInfo, in characters."""
+
+
+def _clean_request_id(request_id: str | None) -> str | None:
+    """The upstream's `x-request-id` as a RequestInfo may carry it, or None.
+
+    The id is the upstream's word: a value with control or non-ASCII characters, or longer
+    than `REQUEST_ID_LIMIT`, is dropped. Cut or escaped it would no longer find the request in
+    the upstream's logs, and a 100 KB one would push the status past grpc's metadata limit,
+    so that the caller lost the real error.
+    """
+    if not request_id or len(request_id) > REQUEST_ID_LIMIT:
+        return None
+    if not request_id.isascii() or not request_id.isprintable():
+        return None
+    return request_id

@@ -362,6 +362,7 @@ def test_server_options_carry_limits_and_keepalive() -> None:
         max_connection_age=120,
         max_connection_age_grace=15,
         max_message_bytes=1000,
+        max_response_bytes=5000,
     )
     options = dict(server.server_options(config))
     assert options["grpc.max_concurrent_streams"] == 7
@@ -371,7 +372,8 @@ def test_server_options_carry_limits_and_keepalive() -> None:
     assert options["grpc.keepalive_permit_without_calls"] == 0
     assert options["grpc.max_connection_age_ms"] == 120_000
     assert options["grpc.max_connection_age_grace_ms"] == 15_000
-    assert options["grpc.max_send_message_length"] == 1000
+    # Answers are bounded by the upstream body they translate, not the request limit.
+    assert options["grpc.max_send_message_length"] == 10_000
     assert options["grpc.max_receive_message_length"] >= 1000
     assert options["grpc.so_reuseport"] == 0
     unlimited = dict(

@@ -439,3 +439,60 @@ async def test_a_key_echoed_in_part_is_redacted(open_upstream: DevUpstream, whos
     message = caught.value.details() or ""
     assert key[:14] not in message
     assert "[redacted]****" in message
+
+
+async def test_an_embeddings_answer_over_the_request_limit_still_arrives(
+    upstream: DevUpstream,
+) -> None:
+    # A 4 MiB request limit must not refuse a 12 MB answer the upstream already gave (and
+    # billed): answers are bounded by --max-response-bytes.
+    from aigateway.v1 import embeddings_pb2
+
+    request = embeddings_pb2.CreateEmbeddingsRequest(model="openai/text-embedding-3-small")
+    request.input_strings.values.extend(["hello"] * 1000)
+    request.dimensions = 1536
+    running = await server.start(bridge_config(upstream))
+    try:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{running.port}",
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        ) as channel:
+            reply = await stubs_for(channel).embeddings.CreateEmbeddings(request, timeout=30)
+    finally:
+        await running.stop(0)
+    assert len(reply.data) == 1000
+
+
+@pytest.mark.parametrize("status", [600, 999])
+async def test_a_status_past_599_is_internal_and_not_retried(raw_bridge: Any, status: int) -> None:
+    answer = b"HTTP/1.1 %d Odd\r\ncontent-length: 2\r\n\r\n{}" % status
+    async with RawServer(answering(answer, answer, answer)) as raw:
+        stubs = await raw_bridge(raw)
+        seen = await unary_error(stubs, timeout=10)
+    assert seen.code is Code.INTERNAL
+    assert len(raw.requests) == 1
+
+
+async def test_an_absurd_retry_after_is_a_valid_retry_info(raw_bridge: Any) -> None:
+    answer = (
+        b"HTTP/1.1 429 Too Many\r\nretry-after: 99999999999999999999\r\ncontent-length: 0\r\n\r\n"
+    )
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        seen = await unary_error(stubs, timeout=10)
+    assert seen.code is Code.RESOURCE_EXHAUSTED
+
+
+async def test_a_huge_request_id_does_not_hide_the_error(raw_bridge: Any) -> None:
+    answer = (
+        b"HTTP/1.1 400 Bad\r\ncontent-type: application/json\r\nx-request-id: "
+        + b"r" * 100_000
+        + b'\r\ncontent-length: 28\r\n\r\n{"error":{"message":"nope"}}'
+    )
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw)
+        seen = await unary_error(stubs, timeout=10)
+    assert (seen.code, seen.message) == (
+        Code.INVALID_ARGUMENT,
+        "upstream returned 400 Bad Request: nope",
+    )

@@ -75,10 +75,25 @@ class _Base:
     async def unary(self, context: Context, call: Callable[[], Awaitable[tuple[T, Metadata]]]) -> T:
         try:
             result, metadata = await call()
+            self.check_answer_size(result)  # type: ignore[arg-type]
         except BridgeError as error:
             await self.fail(context, error)
         await context.send_initial_metadata(metadata)
         return result
+
+    def check_answer_size(self, answer: Message) -> None:
+        """An answer grpc would refuse to send (over twice --max-response-bytes) becomes the
+        bridge's own RESPONSE_TOO_LARGE, with details, instead of grpc's bare error after the
+        call was logged as OK."""
+        limit = min(2 * self.upstream.config.max_response_bytes, 2**31 - 1)
+        size = answer.ByteSize()
+        if size > limit:
+            raise transport_failures.transport_error(
+                "too_large",
+                domain=self.upstream.domain,
+                detail=f"its gRPC answer is {size} bytes, over twice --max-response-bytes "
+                f"({limit} bytes)",
+            )
 
 
 class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):

@@ -142,7 +142,9 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         # wire bytes, before parsing, and answers with details naming the option; grpc core's
         # own refusal, kept beyond that to bound the bytes buffered, has neither.
         ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
-        ("grpc.max_send_message_length", config.max_message_bytes),
+        # An answer is a translation of an upstream body of at most --max-response-bytes;
+        # protobuf is mostly smaller than its JSON, Struct-heavy answers a little larger.
+        ("grpc.max_send_message_length", min(2 * config.max_response_bytes, 2**31 - 1)),
         ("grpc.keepalive_time_ms", ms(config.keepalive_time)),
         ("grpc.keepalive_timeout_ms", ms(config.keepalive_timeout)),
         ("grpc.http2.min_ping_interval_without_data_ms", ms(config.min_client_ping_interval)),

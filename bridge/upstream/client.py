@@ -118,6 +118,8 @@ class Upstream:
                 if isinstance(value, bytes):
                     continue  # -bin keys are never on the allowlist
                 problem = header_value_problem(value)
+                if problem is None and key == "authorization" and not value.strip():
+                    problem = "is empty: send 'Bearer <key>', or leave it out"
                 if problem is not None:
                     raise invalid_argument(f"metadata '{key}'", problem)
                 headers[key] = value
@@ -347,6 +349,13 @@ class Upstream:
             self._permits.release()
             if self.hooks is not None:
                 self.hooks.failed(request, exc)
+            if isinstance(exc, TimeoutError) and deadline is None:
+                raise transport_failures.transport_error(
+                    "read_timeout",
+                    domain=self.domain,
+                    detail=f"no response head within {self.config.upstream_timeout:g} s "
+                    "(--upstream-timeout)",
+                ) from None
             if isinstance(exc, httpx.HTTPError | OSError | TimeoutError) or _is_aiohttp(exc):
                 raise self.transport_error(exc, deadline) from None
             raise

@@ -231,8 +231,8 @@ _register(504, rule=HttpRule(_Code.DEADLINE_EXCEEDED, _YES))
 _OTHER_4XX = HttpRule(_Code.INVALID_ARGUMENT, _NO, extras=_bad_request_extras)
 _OTHER_5XX = HttpRule(_Code.INTERNAL, _YES)
 _OTHER = HttpRule(_Code.INTERNAL, _NO)
-"""Statuses that should never reach here as errors (1xx-3xx): the upstream broke the
-protocol, which is its fault, not the caller's."""
+"""Statuses that should never reach here as errors (1xx-3xx) or do not exist (600 and up):
+the upstream broke the protocol, which is its fault, not the caller's, and is not retried."""
 
 HTTP_STATUS_TO_CODE: Mapping[int, grpc.StatusCode] = MappingProxyType(
     {status: rule.code for status, rule in sorted(_HTTP_RULES.items())}
@@ -246,7 +246,7 @@ def _rule_for(status: int) -> HttpRule:
         return rule
     if 400 <= status < 500:
         return _OTHER_4XX
-    return _OTHER_5XX if status >= 500 else _OTHER
+    return _OTHER_5XX if 500 <= status < 600 else _OTHER
 
 
 def code_for_http_status(status: int) -> grpc.StatusCode:

@@ -117,13 +117,13 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     """
     millis = _parse_number(get_header(headers, "retry-after-ms"))
     if millis is not None:
-        return max(millis / 1000.0, 0.0)
+        return _bounded(millis / 1000.0)
     raw = get_header(headers, "retry-after")
     if raw is None:
         return None
     seconds = _parse_number(raw)
     if seconds is not None:
-        return max(seconds, 0.0)
+        return _bounded(seconds)
     try:
         when = email.utils.parsedate_to_datetime(raw.strip())
     except (TypeError, ValueError, IndexError):
@@ -131,7 +131,17 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     if when.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
         when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
-    return max(when.timestamp() - current, 0.0)
+    return _bounded(when.timestamp() - current)
+
+
+MAX_RETRY_AFTER = 366 * 86400.0
+"""Longest delay read from an upstream header, in seconds (a year): a larger one is read as
+this, so that RetryInfo's Duration stays representable (google.protobuf.Duration holds at
+most about 10,000 years, and an absurd header must not make the status itself fail)."""
+
+
+def _bounded(seconds: float) -> float:
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _parse_number(value: str | None) -> float | None:

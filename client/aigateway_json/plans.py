@@ -62,12 +62,16 @@ class Tagged:
     def __init__(self, oneof: OneofDescriptor) -> None:
         fields = list(oneof.fields)
         self.by_type = {f.name: f.name for f in fields if f.name != OTHER}
-        self.first = fields[0].name
+        # Only an item may leave its `type` out: OpenAI's short form of a message item
+        # (`{"role": ..., "content": ...}`). Any other object without one (a stream event, a
+        # tool, a content part) is kept whole in `other` rather than given a type it lacks.
+        self.first = fields[0].name if fields[0].name == "message" else OTHER
         self.other = OTHER
 
     def member(self, data: dict[str, Any]) -> str:
         """The member's name for the JSON object `data`: by its `type` (dots as
-        underscores), the first member without one, `other` for an unknown type."""
+        underscores); without one, `message` where that is the first member (an item in
+        OpenAI's short form), else `other`; `other` for an unknown type."""
         tag = data.get("type", _ABSENT)
         if tag is _ABSENT:
             return self.first
