@@ -30,8 +30,8 @@ from bridge.upstream.failures import (
     HTTP_STATUS_TO_CODE,
     code_for_http_status,
     from_http_response,
-    from_stream_error,
 )
+from bridge.upstream.stream_failures import from_stream_error
 from bridge.upstream.transport_failures import TransportKind, transport_error
 from dev.upstream.server import DevUpstream
 from dev.upstream.server import Status as DevStatus

@@ -23,7 +23,7 @@ from bridge import status
 from bridge.grpc_api import validation
 from bridge.grpc_api.base import Context, Metadata, _Base, deadline_of
 from bridge.status import BridgeError
-from bridge.upstream import failures, transport_failures
+from bridge.upstream import stream_failures, transport_failures
 
 PATH = "/responses"
 
@@ -118,4 +118,4 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                 error = {"message": "the response failed without an error object"}
         else:
             error = {k: v for k, v in data.items() if k not in ("type", "sequence_number")}
-        return failures.from_stream_error(error, domain=self.upstream.domain, request_id=rid)
+        return stream_failures.from_stream_error(error, domain=self.upstream.domain, request_id=rid)

@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from bridge.telemetry.redaction import Redactor
-from bridge.upstream import envelope, failures, transport_failures
+from bridge.upstream import envelope, stream_failures, transport_failures
 
 __all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type"]
 
@@ -61,7 +61,7 @@ def decode_object(
     if "error" in data or data.get("type") == "error" or data.get("object") == "error":
         error = envelope.error_object(data)
         if error is not None:
-            raise failures.from_stream_error(
+            raise stream_failures.from_stream_error(
                 redact.json(error), domain=domain, request_id=request_id, where=where
             )
     return data

@@ -5,6 +5,8 @@ failure, a bad request from the caller) become a `BridgeError` here and nowhere 
 servicers only ever `await err.abort(context)`. The HTTP status → gRPC code relation lives in
 one registered table (`_register` below, after google-api-core's `exceptions.py`), from which
 `HTTP_STATUS_TO_CODE` is derived, so the table, the docs and the behaviour cannot drift apart.
+An error object inside a 200 is read by `bridge.upstream.stream_failures`, by the same table
+when its code names a status.
 
 Codes follow the semantic mapping of `google/rpc/code.proto` (DESIGN.md, "Error mapping"), not
 grpc's transport table, which maps 404 to UNIMPLEMENTED for the benefit of middleboxes.
@@ -23,7 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
 
 import grpc
 import grpc.aio
@@ -35,7 +36,6 @@ from bridge.status import BridgeError
 from bridge.upstream.envelope import (
     ErrorBody,
     clip,
-    from_error_object,
     parse_body,
     quote,
     upper_snake,
@@ -48,7 +48,6 @@ __all__ = [
     "HTTP_STATUS_TO_CODE",
     "code_for_http_status",
     "from_http_response",
-    "from_stream_error",
     "is_retryable_status",
 ]
 
@@ -93,7 +92,7 @@ def _status_line(status: int) -> str:
     return f"{status} {phrase}" if phrase else str(status)
 
 
-def _metadata(upstream: ErrorBody, http_status: int | None) -> dict[str, str]:
+def error_metadata(upstream: ErrorBody, http_status: int | None) -> dict[str, str]:
     metadata: dict[str, str] = {}
     if http_status is not None:
         metadata["httpStatus"] = str(http_status)
@@ -103,7 +102,7 @@ def _metadata(upstream: ErrorBody, http_status: int | None) -> dict[str, str]:
     return metadata
 
 
-def _bad_request(upstream: ErrorBody) -> list[Message]:
+def bad_request_details(upstream: ErrorBody) -> list[Message]:
     violations = []
     if upstream.param is not None:
         violations.append(
@@ -118,7 +117,7 @@ def _bad_request(upstream: ErrorBody) -> list[Message]:
     return [error_details_pb2.BadRequest(field_violations=violations)] if violations else []
 
 
-def _quota_failure(upstream: ErrorBody, fallback_subject: str) -> list[Message]:
+def quota_failure_details(upstream: ErrorBody, fallback_subject: str) -> list[Message]:
     violation = error_details_pb2.QuotaFailure.Violation(
         subject=upstream.label() or fallback_subject,
         description=quote(upstream.message or ""),
@@ -175,11 +174,11 @@ def _register(*statuses: int, rule: HttpRule) -> None:
 
 
 def _bad_request_extras(case: _Case) -> list[Message]:
-    return _bad_request(case.upstream)
+    return bad_request_details(case.upstream)
 
 
 def _quota_extras(case: _Case) -> list[Message]:
-    return _quota_failure(case.upstream, case.reason)
+    return quota_failure_details(case.upstream, case.reason)
 
 
 def _model_extras(case: _Case) -> list[Message]:
@@ -240,7 +239,7 @@ HTTP_STATUS_TO_CODE: Mapping[int, grpc.StatusCode] = MappingProxyType(
 """The statuses mapped explicitly; any other 4xx is INVALID_ARGUMENT, anything else INTERNAL."""
 
 
-def _rule_for(status: int) -> HttpRule:
+def rule_for(status: int) -> HttpRule:
     rule = _HTTP_RULES.get(status)
     if rule is not None:
         return rule
@@ -251,7 +250,7 @@ def _rule_for(status: int) -> HttpRule:
 
 def code_for_http_status(status: int) -> grpc.StatusCode:
     """The gRPC code an upstream HTTP error status maps to."""
-    return _rule_for(status).code
+    return rule_for(status).code
 
 
 def is_retryable_status(status: int, headers: Mapping[str, str], error_code: str | None) -> bool:
@@ -271,7 +270,7 @@ def is_retryable_status(status: int, headers: Mapping[str, str], error_code: str
             return False
     if status == 429 and error_code == "insufficient_quota":
         return False
-    return _rule_for(status).retryable
+    return rule_for(status).retryable
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,7 +297,7 @@ def from_http_response(
     """
     if redact is not None:
         body = redact(body.decode("utf-8", errors="replace")).encode()
-    rule = _rule_for(status)
+    rule = rule_for(status)
     upstream = parse_body(body)
     reason = rule.reason or upper_snake(upstream.label()) or f"HTTP_{status}"
     quota_exhausted = status == 429 and upstream.quota_exhausted()
@@ -341,103 +340,10 @@ def from_http_response(
         message,
         reason=reason,
         domain=domain,
-        metadata=_metadata(upstream, status),
+        metadata=error_metadata(upstream, status),
         request_id=get_header(headers, "x-request-id"),
         extra_details=extras,
         retry_after=retry_after,
         retryable=retryable,
         http_status=status,
     )
-
-
-@dataclass(frozen=True)
-class _StreamCategory:
-    code: grpc.StatusCode
-    equivalent_status: int
-    """The HTTP status the same failure would have had, for the retry rules."""
-    markers: tuple[str, ...]
-
-
-_STREAM_CATEGORIES = (  # first match wins: "invalid_api_key" is about authentication
-    _StreamCategory(
-        _Code.UNAUTHENTICATED, 401, ("authentication", "unauthenticated", "unauthorized", "api_key")
-    ),
-    _StreamCategory(_Code.PERMISSION_DENIED, 403, ("permission", "forbidden")),
-    _StreamCategory(_Code.RESOURCE_EXHAUSTED, 429, ("rate_limit", "quota", "too_many_requests")),
-    _StreamCategory(_Code.UNAVAILABLE, 529, ("overloaded", "unavailable")),
-    _StreamCategory(
-        _Code.INVALID_ARGUMENT, 400, ("invalid", "bad_request", "validation", "context_length")
-    ),
-)
-_STREAM_OTHER = _StreamCategory(_Code.INTERNAL, 500, ())
-
-
-def _stream_category(upstream: ErrorBody) -> _StreamCategory:
-    tokens = [
-        token.lower()
-        for token in (upper_snake(upstream.type), upper_snake(upstream.code))
-        if token is not None
-    ]
-    for category in _STREAM_CATEGORIES:
-        if any(marker in token for token in tokens for marker in category.markers):
-            return category
-    return _STREAM_OTHER
-
-
-def from_stream_error(
-    error: Mapping[str, Any],
-    *,
-    domain: str,
-    request_id: str | None,
-    where: str = "in the stream",
-) -> BridgeError:
-    """Translate an error object that arrived after a 200 (see `error_object` for the shapes).
-
-    There is no HTTP status to go by. A numeric `code` from 400 to 599 is read as the HTTP
-    status it names and mapped by the HTTP table (`{"error": {"code": 502}}` is UNAVAILABLE);
-    otherwise the code comes from the object's `type` / `code` words (DESIGN.md's last row).
-    `where` says where the error was found ("in the stream", "in a 200 response").
-    `retryable` is what the equivalent HTTP error would get, for the record: the upstream
-    answered 200, so the retry loop never sends the request again.
-    """
-    upstream = from_error_object(error)
-    numeric = _http_status_code(upstream.code)
-    if numeric is not None:
-        rule = _rule_for(numeric)
-        code, equivalent = rule.code, numeric
-    else:
-        category = _stream_category(upstream)
-        code, equivalent = category.code, category.equivalent_status
-    label = upstream.label()
-    reason = upper_snake(label) or (
-        f"HTTP_{numeric}" if numeric is not None else "UPSTREAM_STREAM_ERROR"
-    )
-    extras: list[Message] = []
-    if code is _Code.INVALID_ARGUMENT:
-        extras = _bad_request(upstream)
-    elif code is _Code.RESOURCE_EXHAUSTED:
-        extras = _quota_failure(upstream, reason)
-    head = f"upstream reported an error {where}"
-    if upstream.message:
-        message = f"{head}: {quote(upstream.message)}"
-    else:
-        message = f"{head} ({label})" if label else f"{head} without a message"
-    code_hint = "insufficient_quota" if upstream.quota_exhausted() else upstream.code
-    return BridgeError(
-        code,
-        message,
-        reason=reason,
-        domain=domain,
-        metadata=_metadata(upstream, None),
-        request_id=request_id,
-        extra_details=extras,
-        retryable=is_retryable_status(equivalent, {}, code_hint),
-    )
-
-
-def _http_status_code(code: str | None) -> int | None:
-    """A numeric error `code` that names an HTTP error status (400-599), else None."""
-    if code is None or not code.isdigit() or len(code) != 3:
-        return None
-    status = int(code)
-    return status if 400 <= status <= 599 else None

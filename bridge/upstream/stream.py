@@ -27,7 +27,7 @@ import httpx
 
 from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
-from bridge.upstream import envelope, failures, transport_failures
+from bridge.upstream import envelope, stream_failures, transport_failures
 from bridge.upstream.body import decode_object, loads, media_type
 from bridge.upstream.headers import returned_metadata
 from bridge.upstream.sse import Event, EventTooLarge, SSEDecoder
@@ -242,7 +242,7 @@ class EventStream:
             obj = loads(data)
         except ValueError as exc:
             if event.event == "error":
-                raise failures.from_stream_error(
+                raise stream_failures.from_stream_error(
                     {"message": self._redact(data)},
                     domain=self._domain,
                     request_id=self._request_id,
@@ -254,7 +254,7 @@ class EventStream:
             ) from None
         if type(obj) is not dict:
             if event.event == "error":
-                raise failures.from_stream_error(
+                raise stream_failures.from_stream_error(
                     {"message": self._redact(data)},
                     domain=self._domain,
                     request_id=self._request_id,
@@ -263,7 +263,7 @@ class EventStream:
         if "error" in obj or event.event == "error" or obj.get("type") == "error":
             error = envelope.error_object(obj, event=event.event)
             if error is not None:
-                raise failures.from_stream_error(
+                raise stream_failures.from_stream_error(
                     self._redact.json(error), domain=self._domain, request_id=self._request_id
                 )
         return obj

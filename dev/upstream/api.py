@@ -1,6 +1,6 @@
 """The API of the development upstream: what an OpenAI-compatible server answers.
 
-Pure functions from a recorded request to a reply (`dev.upstream.faults.Reply`), apart from the
+Pure functions from a recorded request to a reply (`dev.upstream.replies.Reply`), apart from the
 HTTP plumbing in `dev.upstream.server`, so the fake API can grow (new endpoints, new fields)
 without touching sockets, and the server can change without touching the API. Answers are
 deterministic: a chat reply echoes the last user message, embeddings come from a hash of the
@@ -9,26 +9,17 @@ input, so a test can compare what the bridge returns with a direct REST call.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
-import random
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import unquote
 
 from dev.upstream import responses
-from dev.upstream.faults import (
-    CREATED,
-    FullReply,
-    Json,
-    Reply,
-    StreamReply,
-    encode_json,
-    error_envelope,
-)
+from dev.upstream.embeddings import DEFAULT_DIMENSIONS, embedding_vector, embeddings
+from dev.upstream.error_bodies import error_envelope
+from dev.upstream.replies import CREATED, FullReply, Json, Reply, StreamReply, encode_json
+from dev.upstream.validation import BadRequest, positive_int
 
 __all__ = [
     "DEFAULT_DIMENSIONS",
@@ -41,8 +32,6 @@ __all__ = [
     "model_of",
     "route",
 ]
-
-DEFAULT_DIMENSIONS = 8
 
 _PRICING_SONNET = {
     "input": "0.000003",
@@ -130,15 +119,6 @@ class RecordedRequest:
 # The API: pure functions from a request to a reply.
 
 
-class _BadRequest(Exception):
-    """A validation failure, answered 400 with an envelope naming `param`."""
-
-    def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
 def error_reply(
     status: int, message: str, type_: str, param: str | None = None, code: str | None = None
 ) -> FullReply:
@@ -160,17 +140,17 @@ def route(request: RecordedRequest, stream_interval: float) -> Reply:
         if method == "POST" and path == "/v1/chat/completions":
             return _chat(_body_object(request), stream_interval)
         if method == "POST" and path == "/v1/embeddings":
-            return _embeddings(_body_object(request))
+            return embeddings(_body_object(request))
         if method == "POST" and path == "/v1/responses":
             return responses.responses(_body_object(request), stream_interval)
-    except (_BadRequest, responses.BadRequest) as exc:
+    except BadRequest as exc:
         return error_reply(400, exc.message, "invalid_request_error", exc.param)
     return error_reply(404, f"Invalid URL ({method} {path})", "invalid_request_error")
 
 
 def _body_object(request: RecordedRequest) -> Json:
     if not isinstance(request.json, dict):
-        raise _BadRequest("We could not parse the JSON body of your request.", None)
+        raise BadRequest("We could not parse the JSON body of your request.", None)
     return request.json
 
 
@@ -250,15 +230,15 @@ def _chat(body: Json, stream_interval: float) -> Reply:
 def _parse_chat(body: Json) -> _Chat:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _BadRequest("you must provide a model parameter", "model")
+        raise BadRequest("you must provide a model parameter", "model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _BadRequest("'messages' must be a non-empty array", "messages")
+        raise BadRequest("'messages' must be a non-empty array", "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _BadRequest(f"'messages[{i}]' must be an object", f"messages[{i}]")
-    n = _positive_int(body, "n", 1)
-    limit = _positive_int(body, "max_completion_tokens", 0) or _positive_int(body, "max_tokens", 0)
+            raise BadRequest(f"'messages[{i}]' must be an object", f"messages[{i}]")
+    n = positive_int(body, "n", 1)
+    limit = positive_int(body, "max_completion_tokens", 0) or positive_int(body, "max_tokens", 0)
     last_user: Json = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     words = ("Echo: " + _text(last_user.get("content"))).split()
     tool = _tool_name(body, " ".join(words))
@@ -275,15 +255,6 @@ def _parse_chat(body: Json) -> _Chat:
         prompt_tokens=max(1, sum(len(_text(m.get("content")).split()) for m in messages)),
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
     )
-
-
-def _positive_int(body: Json, name: str, default: int) -> int:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _BadRequest(f"'{name}' must be a positive integer", name)
-    return value
 
 
 def _text(content: Any) -> str:
@@ -362,66 +333,6 @@ def _chunks(chat: _Chat) -> Iterator[Json]:
 
 
 # ------------------------------------------------------------------------------ embeddings
-
-
-def _embeddings(body: Json) -> FullReply:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _BadRequest("you must provide a model parameter", "model")
-    inputs = _embedding_inputs(body.get("input"))
-    dimensions = _positive_int(body, "dimensions", DEFAULT_DIMENSIONS)
-    if dimensions > 4096:
-        raise _BadRequest("'dimensions' must be at most 4096", "dimensions")
-    encoding = body.get("encoding_format", "float")
-    if encoding not in ("float", "base64"):
-        raise _BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-    data = []
-    for index, item in enumerate(inputs):
-        vector = embedding_vector(model, item, dimensions)
-        encoded: Any = vector
-        if encoding == "base64":
-            encoded = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
-    tokens = sum(max(1, len(i.split())) if isinstance(i, str) else len(i) for i in inputs)
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return _ok({"object": "list", "data": data, "model": model, "usage": usage})
-
-
-def _embedding_inputs(value: Any) -> list[str | list[int]]:
-    """One entry per embedding: a string, strings, a token list, or token lists."""
-    invalid = _BadRequest(
-        "'input' must be a non-empty string, array of strings, "
-        "array of token ids or array of token arrays",
-        "input",
-    )
-    if isinstance(value, str):
-        if not value:
-            raise invalid
-        return [value]
-    if not isinstance(value, list) or not value:
-        raise invalid
-    if all(_is_token(v) for v in value):
-        return [value]
-    if all(isinstance(v, str) and v for v in value):
-        return list(value)
-    if all(isinstance(v, list) and v and all(_is_token(t) for t in v) for v in value):
-        return list(value)
-    raise invalid
-
-
-def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def embedding_vector(model: str, item: str | list[int], dimensions: int) -> list[float]:
-    """A unit vector determined by model and input; every value is exactly a float32, so the
-    float and base64 encodings describe the same numbers."""
-    seed = hashlib.sha256(encode_json([model, item])).digest()
-    rng = random.Random(int.from_bytes(seed[:16], "big"))
-    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    packed = struct.pack(f"<{dimensions}f", *(v / norm for v in values))
-    return list(struct.unpack(f"<{dimensions}f", packed))
 
 
 def is_models_path(path: str) -> bool:

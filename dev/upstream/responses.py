@@ -16,22 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dev.upstream.faults import CREATED, FullReply, Json, Reply, StreamReply, encode_json
+from dev.upstream.replies import CREATED, FullReply, Json, Reply, StreamReply, encode_json
+from dev.upstream.validation import BadRequest
 
 __all__ = ["FAILURE_MESSAGE", "TOOL_ARGUMENTS", "BadRequest", "responses"]
 
 TOOL_ARGUMENTS = '{"city":"Paris"}'
 FAILURE_MESSAGE = "The model failed while generating the response (development upstream)."
 _FRAGMENT = 4
-
-
-class BadRequest(Exception):
-    """A validation failure, answered 400 with an envelope naming `param`."""
-
-    def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
-import struct
 import uuid
 from collections import deque
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -41,8 +38,8 @@ from dev.upstream.api import (
     model_of,
     route,
 )
+from dev.upstream.exchange import WebExchange
 from dev.upstream.faults import (
-    JSON_TYPE,
     Behavior,
     CutStream,
     Delay,
@@ -62,8 +59,6 @@ from dev.upstream.faults import (
     StreamError,
     WrongContentType,
     deliver,
-    encode_json,
-    error_envelope,
 )
 
 __all__ = [
@@ -98,115 +93,6 @@ MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER_LINE = 16 * 1024
 """Longest request line or header field aiohttp accepts here (h11's default limit, which the
 development upstream had before; aiohttp's own default is 8 KiB)."""
-
-# ---------------------------------------------------------------------------------------------
-# One exchange: dev.upstream.faults.Exchange over an aiohttp request.
-
-
-class _Exchange:
-    """The response side of one request, as `dev.upstream.faults.deliver` writes it.
-
-    Writes go through an aiohttp `StreamResponse` (headers sent at `prepare`, chunked unless a
-    length is given); `cut` and `reset` act on the request's transport. The sending methods
-    raise `ConnectionError` once the client has gone (aiohttp raises
-    `ClientConnectionResetError` on a closing transport).
-    """
-
-    def __init__(self, request: web.BaseRequest, request_id: str) -> None:
-        self.request = request
-        self.request_id = request_id
-        self.response: web.StreamResponse | None = None
-        self.head_request = request.method == "HEAD"
-        self.complete = False
-        """Whether the whole response was handed to the transport (or ended on purpose)."""
-        self.closed_by_us = False
-
-    def _response(
-        self,
-        status: int,
-        content_type: str,
-        headers: Mapping[str, str],
-        content_length: int | None,
-    ) -> web.StreamResponse:
-        # Lower-case names, as the h11-based server sent them; later entries win.
-        merged = {
-            "content-type": content_type,
-            "x-request-id": self.request_id,
-            "server": "bridge-devserver",
-        }
-        if content_length is not None:
-            merged["content-length"] = str(content_length)
-        merged.update((k.lower(), v) for k, v in headers.items())
-        response = web.StreamResponse(status=status)
-        for name, value in merged.items():
-            response.headers[name] = value
-        return response
-
-    async def _prepare(self, response: web.StreamResponse) -> None:
-        if self.closed_by_us:
-            raise ConnectionResetError("the connection was closed")
-        self.response = response
-        await response.prepare(self.request)
-
-    def _has_body(self) -> bool:
-        assert self.response is not None
-        return not self.head_request and self.response.status not in (204, 304)
-
-    async def send_full(
-        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
-    ) -> None:
-        response = self._response(status, content_type, headers, len(body))
-        await self._prepare(response)
-        self.complete = True
-        if body and self._has_body():
-            await response.write(body)
-        await response.write_eof()
-
-    async def send_head(
-        self,
-        status: int,
-        content_type: str,
-        headers: Mapping[str, str],
-        content_length: int | None = None,
-    ) -> None:
-        await self._prepare(self._response(status, content_type, headers, content_length))
-
-    async def send_data(self, data: bytes) -> None:
-        assert self.response is not None
-        if data and self._has_body():
-            await self.response.write(data)
-
-    async def finish(self) -> None:
-        assert self.response is not None
-        self.complete = True
-        await self.response.write_eof()
-
-    async def cut(self) -> None:
-        # close(), not abort(): what was written still arrives, then a plain FIN.
-        self.complete = True
-        self.closed_by_us = True
-        transport = self.request.transport
-        if transport is not None:
-            transport.close()
-
-    def reset(self) -> None:
-        self.complete = True
-        self.closed_by_us = True
-        transport = self.request.transport
-        if transport is None:
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-
-    async def fail(self) -> None:
-        """An unexpected error in a handler: a 500 if nothing was sent yet, else a reset."""
-        if self.response is None and not self.closed_by_us:
-            body = encode_json(error_envelope("dev upstream internal error", "server_error"))
-            await self.send_full(500, body, JSON_TYPE, {})
-        else:
-            self.reset()
 
 
 async def _read_body(request: web.BaseRequest) -> tuple[bytes, bool]:
@@ -313,7 +199,7 @@ class DevUpstream:
         self._programs: dict[str, deque[Behavior]] = {}
         self._server: asyncio.Server | None = None
         self._web: _WebServer | None = None
-        self._exchanges: dict[asyncio.Task[Any], _Exchange] = {}
+        self._exchanges: dict[asyncio.Task[Any], WebExchange] = {}
 
     @property
     def url(self) -> str:
@@ -382,7 +268,7 @@ class DevUpstream:
         body, too_large = await _read_body(request)
         recorded = _record(request, body)
         self.requests.append(recorded)
-        exchange = _Exchange(request, self._next_request_id())
+        exchange = WebExchange(request, self._next_request_id())
         task = asyncio.current_task()
         assert task is not None
         self._exchanges[task] = exchange
@@ -414,7 +300,9 @@ class DevUpstream:
     def _next_request_id(self) -> str:
         return "req_" + uuid.uuid4().hex
 
-    async def _answer(self, exchange: _Exchange, request: RecordedRequest, too_large: bool) -> None:
+    async def _answer(
+        self, exchange: WebExchange, request: RecordedRequest, too_large: bool
+    ) -> None:
         if too_large:
             reply: Reply = error_reply(
                 413,
