@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 PATHS = ("httpx", "openai", "grpc")
-SCENARIOS = ("unary", "stream", "embed", "embed64", "idle", "wire")
+SCENARIOS = ("unary", "stream", "responses-stream", "embed", "embed64", "idle", "wire")
 MODEL = "openai/gpt-4o-mini"
 EMBED_MODEL = "openai/text-embedding-3-small"
 EMBED_INPUTS = 256
@@ -31,6 +31,18 @@ MESSAGES = [
 ]
 CHAT_BODY: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "temperature": 0.0}
 EMBED_INPUT = [f"benchmark sentence number {i}" for i in range(EMBED_INPUTS)]
+# A streamed Response (POST /responses): the same prompt; its "chunks" are the
+# `response.output_text.delta` events (100 from bench/upstream, among 108 events).
+INSTRUCTIONS = MESSAGES[0]["content"]
+INPUT = MESSAGES[1]["content"]
+RESPONSES_BODY: dict[str, Any] = {
+    "model": MODEL,
+    "instructions": INSTRUCTIONS,
+    "input": INPUT,
+    "temperature": 0.0,
+    "stream": True,
+}
+TEXT_DELTA = "response.output_text.delta"
 
 Result = dict[str, Any]
 Call = Callable[[], Awaitable[int]]
@@ -128,6 +140,23 @@ async def run_httpx(args: argparse.Namespace) -> Result:
                     chunks += 1
             return chunks
 
+        async def responses_stream() -> int:
+            # Named events, no [DONE]: every data line is decoded, the deltas counted.
+            began = time.perf_counter()
+            chunks = 0
+            async with client.stream(
+                "POST", "/responses", json=RESPONSES_BODY, headers=headers
+            ) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    if json.loads(line[5:])["type"] == TEXT_DELTA:
+                        if chunks == 0:
+                            first.append(time.perf_counter() - began)
+                        chunks += 1
+            return chunks
+
         async def embed() -> int:
             body = {"model": EMBED_MODEL, "input": EMBED_INPUT, "encoding_format": "float"}
             response = await client.post("/embeddings", json=body, headers=headers)
@@ -150,7 +179,13 @@ async def run_httpx(args: argparse.Namespace) -> Result:
                 response = await client.post("/embeddings", json=body, headers=headers)
                 sizes[fmt] = len(response.content)
             return {"json_float_bytes": sizes["float"], "json_base64_bytes": sizes["base64"]}
-        calls = {"unary": unary, "stream": stream, "embed": embed, "embed64": embed64}
+        calls = {
+            "unary": unary,
+            "stream": stream,
+            "responses-stream": responses_stream,
+            "embed": embed,
+            "embed64": embed64,
+        }
         result = await drive(calls[args.scenario], args.concurrency, args.warmup, args.seconds)
     result["first_chunks"] = first
     return result
@@ -193,6 +228,20 @@ async def run_openai(args: argparse.Namespace) -> Result:
                 chunks += 1
             return chunks
 
+        async def responses_stream() -> int:
+            # The SDK's helper: typed events plus the accumulated Response snapshot.
+            began = time.perf_counter()
+            chunks = 0
+            async with client.responses.stream(
+                model=MODEL, instructions=INSTRUCTIONS, input=INPUT, temperature=0.0
+            ) as events:
+                async for event in events:
+                    if event.type == TEXT_DELTA:
+                        if chunks == 0:
+                            first.append(time.perf_counter() - began)
+                        chunks += 1
+            return chunks
+
         async def embed() -> int:
             await client.embeddings.create(
                 model=EMBED_MODEL, input=EMBED_INPUT, encoding_format="float"
@@ -204,7 +253,13 @@ async def run_openai(args: argparse.Namespace) -> Result:
             await client.embeddings.create(model=EMBED_MODEL, input=EMBED_INPUT)
             return 1
 
-        calls = {"unary": unary, "stream": stream, "embed": embed, "embed64": embed64}
+        calls = {
+            "unary": unary,
+            "stream": stream,
+            "responses-stream": responses_stream,
+            "embed": embed,
+            "embed64": embed64,
+        }
         result = await drive(calls[args.scenario], args.concurrency, args.warmup, args.seconds)
     result["first_chunks"] = first
     return result
@@ -221,6 +276,8 @@ async def run_grpc(args: argparse.Namespace) -> Result:
         common_pb2,
         embeddings_pb2,
         embeddings_pb2_grpc,
+        responses_pb2,
+        responses_pb2_grpc,
     )
 
     messages = [chat_pb2.ChatMessage(role=m["role"], content_text=m["content"]) for m in MESSAGES]
@@ -229,6 +286,9 @@ async def run_grpc(args: argparse.Namespace) -> Result:
     )
     stream_request = chat_pb2.StreamChatCompletionRequest(
         model=MODEL, messages=messages, temperature=0.0
+    )
+    responses_request = responses_pb2.StreamResponseRequest(
+        model=MODEL, instructions=INSTRUCTIONS, input_text=INPUT, temperature=0.0
     )
     embed_request = embeddings_pb2.CreateEmbeddingsRequest(
         model=EMBED_MODEL,
@@ -245,6 +305,7 @@ async def run_grpc(args: argparse.Namespace) -> Result:
     async with grpc.aio.insecure_channel(args.target, options=options) as channel:
         chat = chat_pb2_grpc.ChatServiceStub(channel)
         embeddings = embeddings_pb2_grpc.EmbeddingsServiceStub(channel)
+        responses = responses_pb2_grpc.ResponsesServiceStub(channel)
 
         async def unary() -> int:
             await chat.CreateChatCompletion(unary_request, metadata=metadata)
@@ -257,6 +318,16 @@ async def run_grpc(args: argparse.Namespace) -> Result:
                 if chunks == 0:
                     first.append(time.perf_counter() - began)
                 chunks += 1
+            return chunks
+
+        async def responses_stream() -> int:
+            began = time.perf_counter()
+            chunks = 0
+            async for event in responses.StreamResponse(responses_request, metadata=metadata):
+                if event.WhichOneof("event") == "response_output_text_delta":
+                    if chunks == 0:
+                        first.append(time.perf_counter() - began)
+                    chunks += 1
             return chunks
 
         async def embed() -> int:
@@ -283,7 +354,13 @@ async def run_grpc(args: argparse.Namespace) -> Result:
                 # The gRPC message as framed on the wire: 5-byte prefix + protobuf bytes.
                 sizes[fmt] = response.ByteSize() + 5
             return {"proto_float_bytes": sizes["float"], "proto_base64_bytes": sizes["base64"]}
-        calls = {"unary": unary, "stream": stream, "embed": embed, "embed64": embed64}
+        calls = {
+            "unary": unary,
+            "stream": stream,
+            "responses-stream": responses_stream,
+            "embed": embed,
+            "embed64": embed64,
+        }
         result = await drive(calls[args.scenario], args.concurrency, args.warmup, args.seconds)
     result["first_chunks"] = first
     return result

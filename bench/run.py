@@ -47,7 +47,14 @@ GHZ_BODY = {
 }
 
 # (scenario, concurrency): what each path runs in every round.
-SCENARIOS = [("unary", 1), ("unary", 32), ("stream", 8), ("embed", 4), ("embed64", 4)]
+SCENARIOS = [
+    ("unary", 1),
+    ("unary", 32),
+    ("stream", 8),
+    ("responses-stream", 8),
+    ("embed", 4),
+    ("embed64", 4),
+]
 PATHS = ["httpx", "openai", "grpc"]
 
 
@@ -220,6 +227,8 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
         ):
             for round_no in range(1, opts.rounds + 1):
                 for scenario, concurrency in SCENARIOS:
+                    if opts.only and scenario not in opts.only:
+                        continue
                     for path in PATHS:
                         target = br if path == "grpc" else up
                         before = cpu_seconds(bridge.pid)
@@ -400,8 +409,23 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
     row("unary c=32: p99 latency, ms", "unary/c32", "p99_ms", 2)
     row("stream c=8 (100 chunks): chunks/s", "stream/c8", "chunks_per_s", 0)
     row("stream c=8: time to first chunk p50, ms", "stream/c8", "ttfc_p50_ms", 2)
+    row(
+        "responses stream c=8 (100 text deltas): deltas/s",
+        "responses-stream/c8",
+        "chunks_per_s",
+        0,
+    )
+    row(
+        "responses stream c=8: time to first delta p50, ms", "responses-stream/c8", "ttfc_p50_ms", 2
+    )
     row("unary c=32: client CPU per call, ms", "unary/c32", "client_cpu_ms_per_request", 3)
     row("stream c=8: client CPU per stream, ms", "stream/c8", "client_cpu_ms_per_request", 2)
+    row(
+        "responses stream c=8: client CPU per stream, ms",
+        "responses-stream/c8",
+        "client_cpu_ms_per_request",
+        2,
+    )
     row("embeddings 256x1536 as floats, c=4: requests/s", "embed/c4", "rps", 1)
     row("embeddings as floats: client CPU per call, ms", "embed/c4", "client_cpu_ms_per_request", 1)
     row("embeddings as base64, c=4: requests/s", "embed64/c4", "rps", 1)
@@ -442,6 +466,7 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
             "unary/c32/grpc",
             "unary/c32/ghz",
             "stream/c8/grpc",
+            "responses-stream/c8/grpc",
             "embed/c4/grpc",
             "embed64/c4/grpc",
         )
@@ -470,6 +495,8 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
         f"| CPU per unary call at c=32 (grpc.aio client), ms | {fmt(cpu['unary/c32/grpc'], 3)} |",
         f"| CPU per unary call at c=32 (ghz), ms | {fmt(cpu['unary/c32/ghz'], 3)} |",
         f"| CPU per streamed call (100 chunks), ms | {fmt(cpu['stream/c8/grpc'], 3)} |",
+        "| CPU per streamed Response (100 deltas, 108 events), ms | "
+        f"{fmt(cpu['responses-stream/c8/grpc'], 3)} |",
         f"| CPU per embeddings call (256x1536 floats), ms | {fmt(cpu['embed/c4/grpc'], 3)} |",
         f"| CPU per embeddings call (base64), ms | {fmt(cpu['embed64/c4/grpc'], 3)} |",
         "",
@@ -521,7 +548,11 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
         "",
         "Notes: the float embeddings rows ask every path for `encoding_format` float (the SDK "
         "too); the base64 rows ask for base64 and decode it into Python floats (the SDK's "
-        "default, which it decodes itself). ghz runs with one connection and one CPU; "
+        "default, which it decodes itself). The responses stream rows: POST /responses with "
+        "`stream: true`, 108 named events of which 100 `response.output_text.delta` (counted); "
+        "the SDK path is `client.responses.stream(...)` (typed events plus its accumulated "
+        "snapshot), httpx decodes every event's JSON, gRPC is `StreamResponse`. "
+        "ghz runs with one connection and one CPU; "
         + ("" if "unary/c1/ghz" in runs else "it could not be installed, so its column is empty. ")
         + "gRPC floor: the same grpc.aio client against a bare grpc.aio server with prebuilt "
         "answers and no upstream (bench/floor.py), i.e. what gRPC in Python costs here by "
@@ -612,6 +643,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 4)))
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted({s for s, _ in SCENARIOS}),
+        help="run only these scenarios (the rest of the table stays empty)",
+    )
     opts = parser.parse_args()
     if not (BIN / "upstream").exists():
         print("bench/bin/upstream is missing: run `make bench`", file=sys.stderr)

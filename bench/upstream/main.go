@@ -10,6 +10,13 @@
 //	"bench-paced-RxN", streamed N chunks at R per second (a model's pace), each chunk's id
 //	                            "chatcmpl-t<unix ns when it was written>", then [DONE]
 //
+// POST /v1/responses answers the Responses API the same way: "stream": false gives one
+// `response` object (the 50-token text of the chat answer); "stream": true gives named events
+// (`event: <type>` + `data: {...}`) as OpenAI sends them: response.created, in_progress,
+// output_item.added, content_part.added, 100 response.output_text.delta events, the .done
+// events and response.completed, each written and flushed on its own, no [DONE]. Model
+// "bench-paced-RxN" sends N deltas at R per second, as for chat.
+//
 // POST /v1/embeddings answers 256 vectors of 1536 float32 values, as JSON numbers
 // (shortest float32 text, as OpenAI prints them) or, with "encoding_format": "base64",
 // as base64 of little-endian float32. The address it listens on is printed on stdout.
@@ -119,6 +126,133 @@ func prepare() {
 	embedBase64 = b64.Bytes()
 }
 
+const respID = "resp_bench"
+
+// responseObject is a `response` whose output is one assistant message holding `text`
+// (none while in progress).
+func responseObject(status, text string, done bool) string {
+	output, usage := "[]", "null"
+	if done {
+		output = `[{"id":"msg_bench","type":"message","status":"completed","role":"assistant",` +
+			`"content":[{"type":"output_text","text":` + strconv.Quote(text) +
+			`,"annotations":[],"logprobs":[]}]}]`
+		usage = `{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},` +
+			`"output_tokens":50,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":62}`
+	}
+	return `{"id":"` + respID + `","object":"response","created_at":1732000000,"status":"` +
+		status + `","background":false,"error":null,"incomplete_details":null,` +
+		`"instructions":null,"max_output_tokens":null,"model":"openai/gpt-4o-mini","output":` +
+		output + `,"parallel_tool_calls":true,"previous_response_id":null,` +
+		`"reasoning":{"effort":null,"summary":null},"store":true,"temperature":0.0,` +
+		`"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,` +
+		`"truncation":"disabled","usage":` + usage + `,"metadata":{}}`
+}
+
+// respEvent is one named SSE event of a Responses stream.
+func respEvent(kind string, seq int, fields string) []byte {
+	return []byte("event: " + kind + "\ndata: {\"type\":\"" + kind + "\",\"sequence_number\":" +
+		strconv.Itoa(seq) + "," + fields + "}\n\n")
+}
+
+const msgWhere = `"item_id":"msg_bench","output_index":0,"content_index":0`
+
+func respDelta(seq, i int) []byte {
+	return respEvent("response.output_text.delta", seq,
+		msgWhere+`,"delta":" token`+strconv.Itoa(i)+`","logprobs":[]`)
+}
+
+// respHead: the events before the first delta; respTail: those after `n` deltas.
+func respHead() [][]byte {
+	return [][]byte{
+		respEvent("response.created", 0, `"response":`+responseObject("in_progress", "", false)),
+		respEvent("response.in_progress", 1, `"response":`+responseObject("in_progress", "", false)),
+		respEvent("response.output_item.added", 2, `"output_index":0,"item":{"id":"msg_bench",`+
+			`"type":"message","status":"in_progress","role":"assistant","content":[]}`),
+		respEvent("response.content_part.added", 3, msgWhere+
+			`,"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}`),
+	}
+}
+
+func respTail(n int) [][]byte {
+	text := ""
+	for i := 0; i < n; i++ {
+		text += " token" + strconv.Itoa(i)
+	}
+	q := strconv.Quote(text)
+	seq := 4 + n
+	return [][]byte{
+		respEvent("response.output_text.done", seq, msgWhere+`,"text":`+q+`,"logprobs":[]`),
+		respEvent("response.content_part.done", seq+1, msgWhere+
+			`,"part":{"type":"output_text","text":`+q+`,"annotations":[],"logprobs":[]}`),
+		respEvent("response.output_item.done", seq+2, `"output_index":0,"item":{"id":"msg_bench",`+
+			`"type":"message","status":"completed","role":"assistant","content":[{"type":`+
+			`"output_text","text":`+q+`,"annotations":[],"logprobs":[]}]}`),
+		respEvent("response.completed", seq+3, `"response":`+responseObject("completed", text, true)),
+	}
+}
+
+var (
+	respUnary  []byte
+	respEvents [][]byte // the whole burst stream, one element per event
+)
+
+func prepareResponses() {
+	text := ""
+	for i := 0; i < 50; i++ {
+		text += " token" + strconv.Itoa(i)
+	}
+	respUnary = []byte(responseObject("completed", text, true))
+	respEvents = respHead()
+	for i := 0; i < streamChunks; i++ {
+		respEvents = append(respEvents, respDelta(4+i, i))
+	}
+	respEvents = append(respEvents, respTail(streamChunks)...)
+}
+
+func responses(w http.ResponseWriter, r *http.Request) {
+	req, ok := readRequest(w, r)
+	if !ok {
+		return
+	}
+	if !req.Stream {
+		writeJSON(w, respUnary)
+		return
+	}
+	h := w.Header()
+	h["Content-Type"] = []string{"text/event-stream"}
+	h["X-Request-Id"] = []string{"req_bench"}
+	flusher := w.(http.Flusher)
+	var rate, count int
+	if n, _ := fmt.Sscanf(req.Model, "bench-paced-%dx%d", &rate, &count); n == 2 && rate > 0 {
+		for _, e := range respHead() {
+			w.Write(e)
+		}
+		flusher.Flush()
+		interval := time.Second / time.Duration(rate)
+		begin := time.Now()
+		for i := 0; i < count; i++ {
+			if wait := time.Until(begin.Add(time.Duration(i) * interval)); wait > 0 {
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			w.Write(respDelta(4+i, i))
+			flusher.Flush()
+		}
+		for _, e := range respTail(count) {
+			w.Write(e)
+		}
+		return
+	}
+	// One write and flush per event, as a model server emits tokens.
+	for _, e := range respEvents {
+		w.Write(e)
+		flusher.Flush()
+	}
+}
+
 func writeJSON(w http.ResponseWriter, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
@@ -221,9 +355,11 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "HOST:PORT to listen on")
 	flag.Parse()
 	prepare()
+	prepareResponses()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", chat)
 	mux.HandleFunc("POST /v1/embeddings", embeddings)
+	mux.HandleFunc("POST /v1/responses", responses)
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, modelsBody)
 	})
