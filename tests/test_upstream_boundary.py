@@ -496,3 +496,22 @@ async def test_a_huge_request_id_does_not_hide_the_error(raw_bridge: Any) -> Non
         Code.INVALID_ARGUMENT,
         "upstream returned 400 Bad Request: nope",
     )
+
+
+async def test_a_redirect_to_an_invalid_url_is_a_redirect_and_not_retried(raw_bridge: Any) -> None:
+    answer = b"HTTP/1.1 302 Found\r\nlocation: http://x\x01y/\r\ncontent-length: 0\r\n\r\n"
+    async with RawServer(answering(answer, answer, answer)) as raw:
+        stubs = await raw_bridge(raw)
+        seen = await unary_error(stubs, timeout=10)
+    assert (seen.code, seen.info.reason) == (Code.INTERNAL, "UPSTREAM_REDIRECT")
+    assert len(raw.requests) == 1
+
+
+async def test_a_response_that_is_not_http_says_so_in_plain_words(raw_bridge: Any) -> None:
+    answer = b"HTTX/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    async with RawServer(answering(answer, answer, answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        seen = await unary_error(stubs, timeout=10)
+    assert seen.info.reason == "UPSTREAM_PROTOCOL_ERROR"
+    assert "invalid HTTP response: Bad status line" in seen.message
+    assert "message=" not in seen.message

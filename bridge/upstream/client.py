@@ -244,10 +244,9 @@ class Upstream:
         kind = http.classify(exc, responded=response is not None, cut=cut)
         if kind in ("read_timeout", "connect") and _spent(deadline):
             kind = "deadline"
-        detail = str(exc) or type(exc).__name__
-        if kind == "certificate":
-            reason = next((getattr(e, "verify_message", None) for e in http._chain(exc)), None)
-            detail = reason or detail
+        detail = http.describe(exc)
+        if kind == "redirect":
+            detail = "its Location header is not a valid URL"
         error = transport_failures.transport_error(
             kind,
             domain=self.domain,

@@ -29,7 +29,7 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.upstream.transport_failures import TransportKind
 
-__all__ = ["classify", "make_client", "pool_stats"]
+__all__ = ["classify", "describe", "make_client", "pool_stats"]
 
 MAX_FIELD_SIZE = 128 * 1024
 """Largest response header line aiohttp accepts, in bytes (its default is 8190). Real servers
@@ -181,6 +181,18 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def describe(exc: BaseException) -> str:
+    """A person's description of a transport failure: the library's own words, without its
+    wrapping (aiohttp's `400, message="...", url=...` names its parser's code, not a status)."""
+    for item in _chain(exc):
+        if isinstance(item, aiohttp.ClientResponseError) and item.message:
+            return f"invalid HTTP response: {item.message}"
+        verify_message = getattr(item, "verify_message", None)  # ssl's, not aiohttp's copy
+        if isinstance(item, ssl.SSLCertVerificationError) and verify_message:
+            return str(verify_message)
+    return str(exc) or type(exc).__name__
+
+
 def classify(
     exc: BaseException, *, responded: bool, cut: Literal["body_cut", "stream_cut"] = "body_cut"
 ) -> TransportKind:
@@ -194,6 +206,9 @@ def classify(
     # aiohttp's own exception is the most specific (httpx-aiohttp's mapping is coarse: it
     # turns a server disconnect into httpx.ConnectTimeout); then httpx's, then the OS's.
     chain = sorted(_chain(exc), key=lambda e: 0 if type(e).__module__.startswith("aiohttp") else 1)
+    if isinstance(exc, httpx.RemoteProtocolError) and "location header" in str(exc):
+        # httpx reads a redirect's Location even when it follows none: a 3xx answer.
+        return "redirect"
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
             return "certificate"
