@@ -376,6 +376,9 @@ def test_server_options_carry_limits_and_keepalive() -> None:
     assert options["grpc.max_send_message_length"] == 10_000
     assert options["grpc.max_receive_message_length"] >= 1000
     assert options["grpc.so_reuseport"] == 0
+    # A burst of calls waiting for the aio server is not dropped past core's default 1,000.
+    assert options["grpc.server.max_pending_requests"] >= 10_000
+    assert options["grpc.server.max_pending_requests_hard_limit"] >= 10_000
     unlimited = dict(
         server.server_options(
             Config.load(environ={}, max_concurrent_streams=0, max_connection_age=0)

@@ -130,6 +130,10 @@ def interceptors(config: Config, tracker: CallTracker) -> list[grpc.aio.ServerIn
     return [GuardInterceptor(config, tracker), DecodingInterceptor()]
 
 
+# grpc core's backlog of calls not yet taken by the application (see server_options).
+MAX_PENDING_CALLS = 16_384
+
+
 def server_options(config: Config) -> list[tuple[str, int]]:
     """gRPC core channel arguments: message sizes, stream limits, keepalive, connection age."""
 
@@ -152,6 +156,13 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         # Several workers share the port only when they all ask for SO_REUSEPORT; a single
         # process must not, or a second bridge on the same port would silently share it.
         ("grpc.so_reuseport", int(config.workers > 1 or config.worker_index is not None)),
+        # Calls that reached grpc core but that the aio server has not taken yet (it takes
+        # them one at a time). Past 1,000 waiting (core's default) core drops new ones at
+        # random, and past 3,000 all of them, with RST_STREAM: the client sees CANCELLED and
+        # the bridge never sees the call. A burst of stream openings (clients reconnecting
+        # their streams, the bench's 10,000 idle streams) gets there in a second.
+        ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
     ]
     if config.max_concurrent_streams:
         options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
