@@ -8,16 +8,19 @@ a bare JSON error envelope ends with that envelope's status).
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 
+from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
 from bridge.upstream import envelope, stream_failures, transport_failures
 
-__all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type"]
+__all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type", "read_body"]
 
 
 def media_type(headers: httpx.Headers) -> str:
@@ -97,3 +100,61 @@ def excerpt(body: bytes, redact: Redactor, limit: int = 200) -> str:
     if not text:
         return "(empty body)"
     return '"' + text[:limit] + ('..."' if len(text) > limit else '"')
+
+
+async def read_body(
+    response: httpx.Response,
+    *,
+    limit: int,
+    bound: float | None,
+    domain: str,
+    failed: Callable[[BaseException], BridgeError],
+) -> bytes:
+    """The whole body of `response`, decoded (content codings), as bytes.
+
+    Refuses more than `limit` bytes (--max-response-bytes), by the announced Content-Length
+    before reading and by what arrives while reading, with RESPONSE_TOO_LARGE. `bound` (the
+    --upstream-timeout, when the caller set no deadline) bounds the whole read, in seconds:
+    UPSTREAM_TIMEOUT past it. A transport failure while reading becomes `failed(exc)`.
+    """
+    request_id = response.headers.get("x-request-id")
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise transport_failures.transport_error(
+            "too_large",
+            domain=domain,
+            detail=f"it announced {declared} bytes; the limit is {limit} bytes "
+            "(--max-response-bytes)",
+            request_id=request_id,
+        )
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(bound):
+            async for part in response.aiter_bytes():
+                size += len(part)
+                if size > limit:
+                    raise transport_failures.transport_error(
+                        "too_large",
+                        domain=domain,
+                        detail=f"the response exceeded the limit of {limit} bytes "
+                        "(--max-response-bytes)",
+                        request_id=request_id,
+                    )
+                parts.append(part)
+    except BridgeError:
+        raise
+    except TimeoutError:
+        if bound is None:
+            raise
+        raise transport_failures.transport_error(
+            "read_timeout",
+            domain=domain,
+            detail=f"no complete answer within {bound:g} s (--upstream-timeout)",
+            request_id=request_id,
+        ) from None
+    except Exception as exc:
+        if isinstance(exc, httpx.HTTPError | OSError) or type(exc).__module__.startswith("aiohttp"):
+            raise failed(exc) from None
+        raise
+    return b"".join(parts)

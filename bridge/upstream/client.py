@@ -38,9 +38,11 @@ from bridge.config import Config
 from bridge.status import BridgeError, invalid_argument
 from bridge.telemetry.observability import UpstreamHooks
 from bridge.telemetry.redaction import Redactor
+from bridge.upstream import body as body_module
 from bridge.upstream import failures, http, transport_failures
 from bridge.upstream.body import decode_object
 from bridge.upstream.headers import FORWARDED_METADATA, header_value_problem, returned_metadata
+from bridge.upstream.permits import ConnectionPermits
 from bridge.upstream.stream import EventStream
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,9 @@ class Upstream:
         self.domain = config.upstream_host
         self.policy = config.retry_policy
         self._rng = rng or random.Random()
-        self._permits = asyncio.Semaphore(config.max_connections)
+        self._permits = ConnectionPermits(
+            config.max_connections, domain=self.domain, connect_timeout=config.connect_timeout
+        )
         self._client = http.make_client(
             base_url=self.base_url,
             max_connections=config.max_connections,
@@ -178,7 +182,7 @@ class Upstream:
             call = _Call(method, path, content, headers, deadline, model, redact)
             response = await self._open(call)
             try:
-                body = await self._read_body(response, deadline)
+                body = await self.read_body(response, deadline)
             finally:
                 await self.close(response)
             data = decode_object(response, body, self.domain, redact, where="in a 200 response")
@@ -289,7 +293,7 @@ class Upstream:
         if response.status_code < 300:
             return response
         try:
-            body = await self._read_body(response, call.deadline)
+            body = await self.read_body(response, call.deadline)
         finally:
             await self.close(response)
         if response.status_code < 400:
@@ -338,7 +342,7 @@ class Upstream:
             headers=request_headers,
             timeout=httpx.Timeout(read, connect=connect),
         )
-        await self._acquire(remaining)
+        await self._permits.acquire(remaining)
         if self.hooks is not None:
             self.hooks.started(request)
         try:
@@ -358,78 +362,28 @@ class Upstream:
             if isinstance(exc, httpx.HTTPError | OSError | TimeoutError) or _is_aiohttp(exc):
                 raise self.transport_error(exc, deadline) from None
             raise
-        response.extensions["bridge_permit"] = True
+        self._permits.hold(response)
         if self.hooks is not None:
             self.hooks.responded(request, response)
         return response
-
-    async def _acquire(self, remaining: float | None) -> None:
-        if not self._permits.locked():
-            await self._permits.acquire()  # does not suspend
-            return
-        wait = self.config.connect_timeout if remaining is None else remaining
-        try:
-            async with asyncio.timeout(wait):
-                await self._permits.acquire()
-        except TimeoutError:
-            raise transport_failures.transport_error(
-                "pool_exhausted",
-                domain=self.domain,
-                detail=f"all {self.config.max_connections} connections were in use for {wait:g} s",
-            ) from None
 
     async def close(self, response: httpx.Response) -> None:
         """Close a response and give back its connection permit, exactly once."""
         try:
             await response.aclose()
         finally:
-            if response.extensions.pop("bridge_permit", False):
-                self._permits.release()
+            self._permits.give_back(response)
 
-    async def _read_body(self, response: httpx.Response, deadline: float | None) -> bytes:
-        """The whole (decoded) body, at most --max-response-bytes, within the time left."""
-        limit = self.config.max_response_bytes
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise transport_failures.transport_error(
-                "too_large",
-                domain=self.domain,
-                detail=f"it announced {declared} bytes; the limit is {limit} bytes "
-                "(--max-response-bytes)",
-                request_id=response.headers.get("x-request-id"),
-            )
-        parts: list[bytes] = []
-        size = 0
-        bound = self.config.upstream_timeout if deadline is None else None
-        try:
-            async with asyncio.timeout(bound):
-                async for part in response.aiter_bytes():
-                    size += len(part)
-                    if size > limit:
-                        raise transport_failures.transport_error(
-                            "too_large",
-                            domain=self.domain,
-                            detail=f"the response exceeded the limit of {limit} bytes "
-                            "(--max-response-bytes)",
-                            request_id=response.headers.get("x-request-id"),
-                        )
-                    parts.append(part)
-        except BridgeError:
-            raise
-        except TimeoutError:
-            if bound is None:
-                raise
-            raise transport_failures.transport_error(
-                "read_timeout",
-                domain=self.domain,
-                detail=f"no complete answer within {bound:g} s (--upstream-timeout)",
-                request_id=response.headers.get("x-request-id"),
-            ) from None
-        except Exception as exc:
-            if isinstance(exc, httpx.HTTPError | OSError) or _is_aiohttp(exc):
-                raise self.transport_error(exc, deadline, response) from None
-            raise
-        return b"".join(parts)
+    async def read_body(self, response: httpx.Response, deadline: float | None) -> bytes:
+        """The whole (decoded) body, at most --max-response-bytes, within the time left
+        (`body.read_body`); a transport failure while reading is mapped as a cut body."""
+        return await body_module.read_body(
+            response,
+            limit=self.config.max_response_bytes,
+            bound=self.config.upstream_timeout if deadline is None else None,
+            domain=self.domain,
+            failed=lambda exc: self.transport_error(exc, deadline, response),
+        )
 
     # ------------------------------------------------------------------ plumbing
 

@@ -135,7 +135,7 @@ class EventStream:
         kind = media_type(response.headers)
         if kind not in ("", "text/event-stream"):
             # Not a stream: a JSON error envelope sent with 200, or something else entirely.
-            await self._bare_json(await self._upstream._read_body(response, self._deadline), kind)
+            await self._bare_json(await self._upstream.read_body(response, self._deadline), kind)
         loop = asyncio.get_running_loop()
         silence = self._upstream.config.upstream_timeout
         decoder = SSEDecoder(self._upstream.config.max_response_bytes)
