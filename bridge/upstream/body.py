@@ -18,7 +18,7 @@ import orjson
 
 from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
-from bridge.upstream import envelope, stream_failures, transport_failures
+from bridge.upstream import envelope, http, stream_failures, transport_failures
 
 __all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type", "read_body"]
 
@@ -154,7 +154,7 @@ async def read_body(
             request_id=request_id,
         ) from None
     except Exception as exc:
-        if isinstance(exc, httpx.HTTPError | OSError) or type(exc).__module__.startswith("aiohttp"):
+        if http.is_transport_failure(exc):
             raise failed(exc) from None
         raise
     return b"".join(parts)

@@ -359,7 +359,7 @@ class Upstream:
                     detail=f"no response head within {self.config.upstream_timeout:g} s "
                     "(--upstream-timeout)",
                 ) from None
-            if isinstance(exc, httpx.HTTPError | OSError | TimeoutError) or _is_aiohttp(exc):
+            if http.is_transport_failure(exc):
                 raise self.transport_error(exc, deadline) from None
             raise
         self._permits.hold(response)
@@ -400,10 +400,6 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 def _spent(deadline: float | None) -> bool:
     return deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.005
-
-
-def _is_aiohttp(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("aiohttp")
 
 
 def _origin(location: str) -> str:

@@ -29,7 +29,7 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.upstream.transport_failures import TransportKind
 
-__all__ = ["classify", "describe", "make_client", "pool_stats"]
+__all__ = ["classify", "describe", "is_transport_failure", "make_client", "pool_stats"]
 
 MAX_FIELD_SIZE = 128 * 1024
 """Largest response header line aiohttp accepts, in bytes (its default is 8190). Real servers
@@ -181,6 +181,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a failure of the HTTP exchange that `classify` maps: one of httpx's,
+    one of the OS's (asyncio's TimeoutError included), or one of aiohttp's that httpx-aiohttp
+    let through unmapped."""
+    return isinstance(exc, httpx.HTTPError | OSError) or _from_aiohttp(exc)
+
+
+def _from_aiohttp(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("aiohttp")
+
+
 def describe(exc: BaseException) -> str:
     """A person's description of a transport failure: the library's own words, without its
     wrapping (aiohttp's `400, message="...", url=...` names its parser's code, not a status)."""
@@ -205,7 +216,7 @@ def classify(
     """
     # aiohttp's own exception is the most specific (httpx-aiohttp's mapping is coarse: it
     # turns a server disconnect into httpx.ConnectTimeout); then httpx's, then the OS's.
-    chain = sorted(_chain(exc), key=lambda e: 0 if type(e).__module__.startswith("aiohttp") else 1)
+    chain = sorted(_chain(exc), key=lambda e: 0 if _from_aiohttp(e) else 1)
     if isinstance(exc, httpx.RemoteProtocolError) and "location header" in str(exc):
         # httpx reads a redirect's Location even when it follows none: a 3xx answer.
         return "redirect"

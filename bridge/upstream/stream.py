@@ -27,7 +27,7 @@ import httpx
 
 from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
-from bridge.upstream import envelope, stream_failures, transport_failures
+from bridge.upstream import envelope, http, stream_failures, transport_failures
 from bridge.upstream.body import decode_object, loads, media_type
 from bridge.upstream.headers import returned_metadata
 from bridge.upstream.sse import Event, EventTooLarge, SSEDecoder
@@ -193,9 +193,7 @@ class EventStream:
         except BridgeError:
             raise
         except Exception as exc:
-            if isinstance(exc, httpx.HTTPError | OSError) or type(exc).__module__.startswith(
-                "aiohttp"
-            ):
+            if http.is_transport_failure(exc):
                 raise self._upstream.transport_error(
                     exc, self._deadline, response, "stream_cut"
                 ) from None
@@ -238,28 +236,22 @@ class EventStream:
         data = event.data
         if data == "[DONE]" or (data[-1:].isspace() and data.strip() == "[DONE]"):
             return None
+        obj: dict[str, Any]
         try:
             obj = loads(data)
+            problem = None if type(obj) is dict else f"a JSON {type(obj).__name__}, not an object"
         except ValueError as exc:
-            if event.event == "error":
-                raise stream_failures.from_stream_error(
-                    {"message": self._redact(data)},
-                    domain=self._domain,
-                    request_id=self._request_id,
-                ) from None
             # Redacted before cut (a key across the cut would escape the redaction).
             excerpt = " ".join(self._redact(data)[:400].split())[:200]
-            raise self._malformed(
-                f"a stream event is not valid JSON ({exc}): {excerpt!r}"
-            ) from None
-        if type(obj) is not dict:
-            if event.event == "error":
+            problem = f"not valid JSON ({exc}): {excerpt!r}"
+        if problem is not None:
+            if event.event == "error":  # its data, whatever its shape, is the message
                 raise stream_failures.from_stream_error(
                     {"message": self._redact(data)},
                     domain=self._domain,
                     request_id=self._request_id,
                 )
-            raise self._malformed(f"a stream event is a JSON {type(obj).__name__}, not an object")
+            raise self._malformed(f"a stream event is {problem}")
         if "error" in obj or event.event == "error" or obj.get("type") == "error":
             error = envelope.error_object(obj, event=event.event)
             if error is not None:
