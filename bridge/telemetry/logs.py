@@ -216,11 +216,6 @@ def configure(
     handler._bridge_handler = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # httpx logs every upstream request at INFO: a second line per call beside the access
-    # log, and about a sixth of a unary call's CPU (bench/README.md). Shown at DEBUG only.
-    logging.getLogger("httpx").setLevel(
-        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
-    )
     return handler
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
-import httpx
 
 from bridge.config import Config, ConfigError, split_host_port
 from bridge.interceptors.observation import CallInterceptor, clean_id, current_call
@@ -37,6 +37,54 @@ def route_of(path: str, base_path: str) -> str:
     return path if path in _ROUTES else "other"
 
 
+class Attempt:
+    """One HTTP attempt as observed: its route and start, and its span when traced.
+
+    `bridge.upstream.client` reports its outcome once (`responded` or `failed`) and, for a
+    response, `closed` when the body is read or the stream closed (the span lasts until then).
+    """
+
+    __slots__ = ("_hooks", "_method", "_route", "_span", "_started")
+
+    def __init__(self, hooks: UpstreamHooks, method: str, route: str, span: Any) -> None:
+        self._hooks = hooks
+        self._method = method
+        self._route = route
+        self._span = span
+        self._started = time.perf_counter()
+
+    def responded(self, status: int, headers: Mapping[str, str]) -> None:
+        metrics = self._hooks.metrics
+        if metrics is not None:
+            metrics.child(metrics.upstream_requests, self._method, self._route, str(status)).inc()
+            metrics.child(metrics.upstream_seconds, self._method, self._route).observe(
+                time.perf_counter() - self._started
+            )
+        call = current_call()
+        if call is not None:
+            call.upstream_status = status
+            call.upstream_request_id = clean_id(headers.get("x-request-id"))
+        if self._span is not None:
+            tracing.Tracing.client_responded(self._span, status)
+
+    def failed(self, error: BaseException) -> None:
+        metrics = self._hooks.metrics
+        if metrics is not None:
+            status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
+            metrics.child(metrics.upstream_requests, self._method, self._route, status).inc()
+            metrics.child(metrics.upstream_seconds, self._method, self._route).observe(
+                time.perf_counter() - self._started
+            )
+        if self._span is not None:
+            tracing.Tracing.client_failed(self._span, error)
+            self._span = None
+
+    def closed(self) -> None:
+        if self._span is not None:
+            self._span.end()
+            self._span = None
+
+
 class UpstreamHooks:
     """Called by bridge.upstream.client around every HTTP attempt (see `Upstream.hooks`)."""
 
@@ -45,76 +93,26 @@ class UpstreamHooks:
     ) -> None:
         self.metrics = metrics
         self.tracer = tracer
-        self.base_path = httpx.URL(base_url).path.rstrip("/")
-        self.host = httpx.URL(base_url).host
+        parts = urlsplit(base_url)
+        self.base_path = parts.path.rstrip("/")
+        self.host = parts.hostname or ""
 
-    def started(self, request: httpx.Request) -> None:
-        route = route_of(request.url.path, self.base_path)
+    def started(self, method: str, path: str, headers: MutableMapping[str, str]) -> Attempt:
+        """An attempt at `method` `path` begins; with tracing on, its span's context is
+        written into the request `headers` (W3C traceparent)."""
+        route = route_of(path, self.base_path)
         call = current_call()
         attempt = 1
         if call is not None:
             call.attempts += 1
             attempt = call.attempts
         if attempt > 1 and self.metrics is not None:
-            self.metrics.child(self.metrics.upstream_retries, request.method, route).inc()
-        request.extensions["bridge_observed"] = (route, time.perf_counter())
+            self.metrics.child(self.metrics.upstream_retries, method, route).inc()
         traced = call.traced if call is not None else self.tracer is not None and self.tracer.active
+        span = None
         if self.tracer is not None and traced:
-            span = self.tracer.start_client_span(
-                request.method, route, self.host, attempt, request.headers
-            )
-            request.extensions["bridge_span"] = span
-
-    def responded(self, request: httpx.Request, response: httpx.Response) -> None:
-        route, started = request.extensions.get("bridge_observed", ("other", time.perf_counter()))
-        if self.metrics is not None:
-            self.metrics.child(
-                self.metrics.upstream_requests, request.method, route, str(response.status_code)
-            ).inc()
-            self.metrics.child(self.metrics.upstream_seconds, request.method, route).observe(
-                time.perf_counter() - started
-            )
-        call = current_call()
-        if call is not None:
-            call.upstream_status = response.status_code
-            call.upstream_request_id = clean_id(response.headers.get("x-request-id"))
-        span = request.extensions.get("bridge_span")
-        if span is not None:
-            tracing.Tracing.client_responded(span, response.status_code)
-            # The attempt lasts until its body is read or the stream is closed.
-            response.stream = _EndSpanOnClose(response.stream, span)
-
-    def failed(self, request: httpx.Request, error: BaseException) -> None:
-        route, started = request.extensions.get("bridge_observed", ("other", time.perf_counter()))
-        if self.metrics is not None:
-            status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
-            self.metrics.child(self.metrics.upstream_requests, request.method, route, status).inc()
-            self.metrics.child(self.metrics.upstream_seconds, request.method, route).observe(
-                time.perf_counter() - started
-            )
-        span = request.extensions.get("bridge_span")
-        if span is not None:
-            tracing.Tracing.client_failed(span, error)
-
-
-class _EndSpanOnClose(httpx.AsyncByteStream):
-    """The response body stream, ending the attempt's span when httpx closes it."""
-
-    def __init__(self, inner: Any, span: Any) -> None:
-        self._inner = inner
-        self._span = span
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            if self._span is not None:
-                self._span.end()
-                self._span = None
+            span = self.tracer.start_client_span(method, route, self.host, attempt, headers)
+        return Attempt(self, method, route, span)
 
 
 def host_for_url(host: str) -> str:

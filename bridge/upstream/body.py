@@ -13,24 +13,24 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 
 from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
 from bridge.upstream import envelope, http, stream_failures, transport_failures
+from bridge.upstream.http import Headers, Response
 
 __all__ = ["decode_object", "excerpt", "loads", "looks_like_json", "media_type", "read_body"]
 
 
-def media_type(headers: httpx.Headers) -> str:
+def media_type(headers: Headers) -> str:
     """The Content-Type's type/subtype, lower-cased, without parameters ("" when absent)."""
     value: str = headers.get("content-type", "")
     return value.partition(";")[0].strip().lower()
 
 
 def decode_object(
-    response: httpx.Response, body: bytes, domain: str, redact: Redactor, *, where: str
+    response: Response, body: bytes, domain: str, redact: Redactor, *, where: str
 ) -> dict[str, Any]:
     """A 2xx body as a JSON object, or the error it reports (DESIGN.md: a 200 whose body is
     an error envelope is that error), or MALFORMED_RESPONSE saying what was wrong."""
@@ -103,7 +103,7 @@ def excerpt(body: bytes, redact: Redactor, limit: int = 200) -> str:
 
 
 async def read_body(
-    response: httpx.Response,
+    response: Response,
     *,
     limit: int,
     bound: float | None,
@@ -131,7 +131,8 @@ async def read_body(
     size = 0
     try:
         async with asyncio.timeout(bound):
-            async for part in response.aiter_bytes():
+            reader = http.BodyReader(response)
+            while part := await reader.read():
                 size += len(part)
                 if size > limit:
                     raise transport_failures.transport_error(

@@ -31,17 +31,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-import httpx
+import aiohttp
+from yarl import URL
 
 import bridge
-from bridge.config import Config
+from bridge.config import Config, ConfigError
 from bridge.status import BridgeError, invalid_argument
-from bridge.telemetry.observability import UpstreamHooks
+from bridge.telemetry.observability import Attempt, UpstreamHooks
 from bridge.telemetry.redaction import Redactor
 from bridge.upstream import body as body_module
 from bridge.upstream import failures, http, transport_failures
 from bridge.upstream.body import decode_object
 from bridge.upstream.headers import FORWARDED_METADATA, header_value_problem, returned_metadata
+from bridge.upstream.http import Headers, Response
 from bridge.upstream.permits import ConnectionPermits
 from bridge.upstream.stream import EventStream
 
@@ -71,7 +73,7 @@ class Reply:
     """A decoded JSON answer, the upstream's response headers, and the metadata to return."""
 
     data: dict[str, Any]
-    headers: httpx.Headers
+    headers: Headers
     metadata: tuple[tuple[str, str], ...]
     """`returned_metadata` of the headers, credentials redacted: the call's initial metadata."""
 
@@ -93,18 +95,33 @@ class Upstream:
         self._permits = ConnectionPermits(
             config.max_connections, domain=self.domain, connect_timeout=config.connect_timeout
         )
-        self._client = http.make_client(
-            base_url=self.base_url,
-            max_connections=config.max_connections,
-            headers={"user-agent": USER_AGENT, "accept": "application/json"},
-        )
+        try:
+            http.proxy_for(self.base_url)  # an unusable proxy is refused at start
+        except http.ProxyError as exc:
+            raise ConfigError(str(exc)) from None
+        self._session: aiohttp.ClientSession | None = None
+        # Responses not yet closed: each holds a connection permit, and its attempt's span
+        # (when tracing) ends when it is closed.
+        self._open_responses: dict[Response, Attempt | None] = {}
+        self._urls: dict[str, URL] = {}
+
+    def session(self) -> aiohttp.ClientSession:
+        """The process's one aiohttp session, made on first use (inside the event loop)."""
+        if self._session is None:
+            self._session = http.make_session(
+                base_url=self.base_url,
+                max_connections=self.config.max_connections,
+                headers={"user-agent": USER_AGENT, "accept": "application/json"},
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def pool_stats(self) -> tuple[int, int]:
         """(open, in use) upstream connections, so tests can see nothing is left in use."""
-        return http.pool_stats(self._client)
+        return (0, 0) if self._session is None else http.pool_stats(self._session)
 
     # ------------------------------------------------------------------ headers
 
@@ -177,7 +194,7 @@ class Upstream:
         whole body, so an upstream that dribbles cannot hold the call forever.
         """
         redact = self.redactor(headers)
-        response: httpx.Response | None = None
+        response: Response | None = None
         try:
             call = _Call(method, path, content, headers, deadline, model, redact)
             response = await self._open(call)
@@ -212,7 +229,7 @@ class Upstream:
         headers.
         """
         redact = self.redactor(headers)
-        response: httpx.Response | None = None
+        response: Response | None = None
         try:
             call = _Call("POST", path, _encode(body), headers, deadline, model, redact, True)
             response = await self._open(call)
@@ -227,7 +244,7 @@ class Upstream:
     # ------------------------------------------------------------------ the boundary
 
     def failure(
-        self, error: BridgeError, redact: Redactor, response: httpx.Response | None
+        self, error: BridgeError, redact: Redactor, response: Response | None
     ) -> BridgeError:
         """The error as it leaves the boundary: redacted, with the returned headers."""
         error = error.redacted(redact)
@@ -241,7 +258,7 @@ class Upstream:
         self,
         exc: BaseException,
         deadline: float | None,
-        response: httpx.Response | None = None,
+        response: Response | None = None,
         cut: Literal["body_cut", "stream_cut"] = "body_cut",
     ) -> BridgeError:
         """Map a foreign exception by `http.classify` and the failure table."""
@@ -261,7 +278,7 @@ class Upstream:
             error.trailing = returned_metadata(response.headers, str)
         return error
 
-    async def _open(self, call: _Call) -> httpx.Response:
+    async def _open(self, call: _Call) -> Response:
         """The one retry loop: attempt until a 2xx response, a final failure, or time or
         attempts run out (DESIGN.md "Retries"). No attempt or sleep starts that cannot
         finish inside the caller's deadline."""
@@ -287,26 +304,26 @@ class Upstream:
                 )
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, call: _Call) -> httpx.Response:
+    async def _attempt(self, call: _Call) -> Response:
         """One attempt: a 2xx response with its body unread, or the mapped error."""
         response = await self._send(call)
-        if response.status_code < 300:
+        if response.status < 300:
             return response
         try:
             body = await self.read_body(response, call.deadline)
         finally:
             await self.close(response)
-        if response.status_code < 400:
+        if response.status < 400:
             error = transport_failures.transport_error(
                 "redirect",
                 domain=self.domain,
                 request_id=response.headers.get("x-request-id"),
-                detail=f"the upstream answered {response.status_code} redirecting to "
+                detail=f"the upstream answered {response.status} redirecting to "
                 f"{_origin(response.headers.get('location', ''))}",
             )
         else:
             error = failures.from_http_response(
-                response.status_code,
+                response.status,
                 body,
                 response.headers,
                 domain=self.domain,
@@ -316,7 +333,7 @@ class Upstream:
         error.trailing = returned_metadata(response.headers, str)  # redacted by `failure`
         raise error
 
-    async def _send(self, call: _Call) -> httpx.Response:
+    async def _send(self, call: _Call) -> Response:
         """Send one request and wait for its response head (body unread).
 
         Waiting for a pooled connection is bounded by the caller's deadline, else by
@@ -335,23 +352,26 @@ class Upstream:
         connect = self.config.connect_timeout
         if remaining is not None:
             read, connect = min(read, remaining), min(connect, remaining)
-        request = self._client.build_request(
-            call.method,
-            self.base_url + call.path,
-            content=call.content,
-            headers=request_headers,
-            timeout=httpx.Timeout(read, connect=connect),
-        )
+        url = self._url(call.path)
+        timeout = aiohttp.ClientTimeout(sock_read=read, sock_connect=connect)
         await self._permits.acquire(remaining)
+        attempt = None
         if self.hooks is not None:
-            self.hooks.started(request)
+            attempt = self.hooks.started(call.method, url.path, request_headers)
         try:
             async with asyncio.timeout(self.config.upstream_timeout if deadline is None else None):
-                response = await self._client.send(request, stream=True)
+                response = await self.session().request(
+                    call.method,
+                    url,
+                    data=call.content,
+                    headers=request_headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
         except BaseException as exc:
             self._permits.release()
-            if self.hooks is not None:
-                self.hooks.failed(request, exc)
+            if attempt is not None:
+                attempt.failed(exc)
             if isinstance(exc, TimeoutError) and deadline is None:
                 raise transport_failures.transport_error(
                     "read_timeout",
@@ -362,19 +382,36 @@ class Upstream:
             if http.is_transport_failure(exc):
                 raise self.transport_error(exc, deadline) from None
             raise
-        self._permits.hold(response)
-        if self.hooks is not None:
-            self.hooks.responded(request, response)
+        self._open_responses[response] = attempt
+        if attempt is not None:
+            attempt.responded(response.status, response.headers)
         return response
 
-    async def close(self, response: httpx.Response) -> None:
-        """Close a response and give back its connection permit, exactly once."""
-        try:
-            await response.aclose()
-        finally:
-            self._permits.give_back(response)
+    def _url(self, path: str) -> URL:
+        """The request URL of `path`: already percent-encoded (`url_for_model`), so yarl
+        takes it as it is."""
+        url = self._urls.get(path)
+        if url is None:
+            url = URL(self.base_url + path, encoded=True)
+            if len(self._urls) < 64:  # the fixed routes; model paths vary
+                self._urls[path] = url
+        return url
 
-    async def read_body(self, response: httpx.Response, deadline: float | None) -> bytes:
+    async def close(self, response: Response) -> None:
+        """Close a response and give back its connection permit, exactly once.
+
+        A body read to its end has already given its connection back to the pool; aiohttp
+        drops the connection of one released early (what is left on it cannot be reused)."""
+        try:
+            response.release()
+        finally:
+            if response in self._open_responses:
+                attempt = self._open_responses.pop(response)
+                self._permits.release()
+                if attempt is not None:
+                    attempt.closed()
+
+    async def read_body(self, response: Response, deadline: float | None) -> bytes:
         """The whole (decoded) body, at most --max-response-bytes, within the time left
         (`body.read_body`); a transport failure while reading is mapped as a cut body."""
         return await body_module.read_body(

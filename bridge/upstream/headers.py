@@ -9,9 +9,7 @@ as gRPC metadata: `returned_metadata`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-
-import httpx
+from collections.abc import Callable, Mapping
 
 FORWARDED_METADATA = frozenset(
     {
@@ -60,7 +58,7 @@ def header_value_problem(value: str) -> str | None:
 
 
 def returned_metadata(
-    headers: httpx.Headers, redact: Callable[[str], str]
+    headers: Mapping[str, str], redact: Callable[[str], str]
 ) -> tuple[tuple[str, str], ...]:
     """The upstream headers a caller gets back, as gRPC metadata pairs.
 
@@ -70,7 +68,8 @@ def returned_metadata(
     `redact` cuts an echoed credential out of what is kept.
     """
     pairs: list[tuple[str, str]] = []
-    for key, value in headers.multi_items():
+    for name, value in headers.items():
+        key = name.lower()  # gRPC metadata keys are lower case; HTTP field names any case
         returned = key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX)
         if returned and len(value) <= _RETURNED_VALUE_LIMIT and _METADATA_VALUE.fullmatch(value):
             pairs.append((key, redact(value)))
@@ -78,7 +77,7 @@ def returned_metadata(
 
 
 # Never forwarded, whatever the configuration says: connection-level (hop-by-hop) headers,
-# headers httpx computes, credentials the bridge manages, gRPC's own metadata.
+# headers the HTTP client computes, credentials the bridge manages, gRPC's own metadata.
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -96,7 +95,7 @@ _HOP_BY_HOP = frozenset(
 
 
 _RESERVED = {
-    "content-length": "httpx computes it from the body",
+    "content-length": "the HTTP client computes it from the body",
     "content-type": "the bridge always sends JSON",
     "content-encoding": "the bridge sends the body unencoded",
     "host": "it names the upstream, which --upstream decides",

@@ -1,35 +1,58 @@
-"""The HTTP client the bridge talks to its upstream with: httpx's API on aiohttp's transport.
+"""The HTTP client the bridge talks to its upstream with: aiohttp's, configured once.
 
-httpx is the client API (requests, headers, timeouts, content decoding, proxies from the
-environment, as the openai SDK reads them); beneath it, aiohttp speaks HTTP/1.1 through the
-`httpx-aiohttp` package (which the openai SDK also uses): a C-accelerated response parser,
-connection pooling, TLS, and HTTP(S) proxies. Nothing here parses HTTP by hand.
+aiohttp speaks HTTP/1.1 for the bridge: a C-accelerated response parser, connection pooling,
+TLS, HTTP(S) proxies (a `CONNECT` tunnel for an https upstream) and content decoding (gzip,
+deflate, and br / zstd where their decoders are installed; it advertises only those). Nothing
+here parses HTTP by hand. The bridge used httpx's client API on top of aiohttp before; that
+layer (request building, URL merging, cookie extraction, byte-stream wrappers) cost about 0.2
+ms of CPU per call, a fifth of a unary call (bench/README.md, issue 16).
 
-What this module adds to that pair:
+What this module adds to aiohttp:
 
-- `make_client`: one client per process, configured from `Config` (pool size, keep-alive,
-  header size limits that tolerate what real servers send, `trust_env` proxies and CA
-  bundles), never following redirects (credentials stay with the configured origin).
-- `classify`: the one table from a foreign exception (httpx's, aiohttp's, ssl's, asyncio's
-  timeout) to a `bridge.upstream.failures.TransportKind`; codes, reasons and retryability come from
-  `bridge.upstream.failures`' table for that kind.
+- `make_session`: one session per process (STYLE.md: one HTTP client per process), configured
+  from `Config`: pool size, keep-alive, header size limits that tolerate what real servers
+  send, no cookie jar, the proxy and CA bundle from the environment as the openai SDK reads
+  them. Redirects are never followed (`open_request` passes `allow_redirects=False`).
+- `BodyReader`: a response body read chunk by chunk, handing on the bytes aiohttp had already
+  received when the connection fails (aiohttp raises first and would drop them).
+- `classify` / `describe` / `is_transport_failure`: the one table from a foreign exception
+  (aiohttp's, ssl's, the OS's, asyncio's timeout) to a
+  `bridge.upstream.transport_failures.TransportKind`, and a person's wording of it.
 - `pool_stats`: connections open and in use, for tests and operators.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
-from collections.abc import AsyncIterator
+import urllib.request
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
-from httpx_aiohttp.transport import map_aiohttp_exceptions
+import certifi
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from bridge.upstream.transport_failures import TransportKind
 
-__all__ = ["classify", "describe", "is_transport_failure", "make_client", "pool_stats"]
+__all__ = [
+    "BodyReader",
+    "Headers",
+    "Response",
+    "classify",
+    "describe",
+    "is_transport_failure",
+    "make_session",
+    "pool_stats",
+    "proxy_for",
+]
+
+Response = aiohttp.ClientResponse
+"""An upstream response: `.status`, `.headers` (case-insensitive), `.content` (the body)."""
+
+Headers = CIMultiDictProxy[str]
+"""An upstream response's headers: case-insensitive, repeated names kept in order."""
 
 MAX_FIELD_SIZE = 128 * 1024
 """Largest response header line aiohttp accepts, in bytes (its default is 8190). Real servers
@@ -37,39 +60,112 @@ send long values (a 60 KB `x-request-id`, huge cookies from a proxy); such a val
 fail the call (DESIGN.md: it is dropped from the metadata returned, never a failed call)."""
 
 KEEPALIVE_EXPIRY = 5.0
-"""Seconds an idle upstream connection is kept, as httpx does by default."""
+"""Seconds an idle upstream connection is kept (httpx's and the openai SDK's default)."""
 
 
-class _ResponseStream(httpx.AsyncByteStream):
-    """An aiohttp response body as httpx reads it, without losing its last bytes.
+class ProxyError(ValueError):
+    """The environment names a proxy the bridge cannot use (a SOCKS proxy, a bad URL)."""
 
-    When the connection fails mid-body, aiohttp's readers raise the failure before handing
-    on what had already arrived, so the events an upstream sent just before a cut would be
-    dropped whenever the bridge's reading lagged behind the network. This stream hands those
-    bytes on first, then raises (DESIGN.md: every event, in order; then UNAVAILABLE).
+
+def proxy_for(url: str) -> str | None:
+    """The proxy URL for requests to `url`, from the environment, or None to connect directly.
+
+    `HTTP_PROXY` / `HTTPS_PROXY` by the upstream's scheme, else `ALL_PROXY`; `NO_PROXY` names
+    hosts reached directly. Upper or lower case, read by the standard library's
+    `urllib.request.getproxies()` and `proxy_bypass()` (which also ignore `HTTP_PROXY` in a CGI
+    environment, httpoxy). Read once at start: the base URL is fixed. Raises `ProxyError` for
+    a proxy that is not http:// or https:// (aiohttp has no SOCKS client).
+    """
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.netloc.rpartition("@")[2]):
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # `HTTP_PROXY=host:3128`, as curl and httpx read it
+    scheme = urlsplit(proxy).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ProxyError(
+            f"the {scheme}:// proxy in the environment is not supported: only http:// and "
+            "https:// proxies are (unset ALL_PROXY, or name the upstream's host in NO_PROXY)"
+        )
+    return proxy
+
+
+def trust() -> ssl.SSLContext:
+    """The TLS context for the upstream: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (a private
+    CA), else certifi's bundle, as httpx and the openai SDK trust by default."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = os.environ.get("SSL_CERT_DIR") or None
+    if cafile is None and capath is None:
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
+def make_session(
+    *, base_url: str, max_connections: int, headers: dict[str, str]
+) -> aiohttp.ClientSession:
+    """The process's one upstream session (create it inside the running event loop).
+
+    `headers` are sent with every request. Timeouts are given per request. Raises
+    `ProxyError` when the environment's proxy for `base_url` is unusable.
+    """
+    proxy = proxy_for(base_url)
+    proxy_auth = None
+    if proxy is not None:
+        proxy_auth = aiohttp.BasicAuth.from_url(URL(proxy))
+        parts = urlsplit(proxy)
+        proxy = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=0,
+        keepalive_timeout=KEEPALIVE_EXPIRY,
+        ssl=trust(),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers=headers,
+        proxy=proxy,
+        proxy_auth=proxy_auth,
+        # Proxies and trust are read above, once; trust_env would also read ~/.netrc and
+        # re-read the environment on every request.
+        trust_env=False,
+        max_line_size=MAX_FIELD_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+        # Cookies are not part of the OpenAI API; one caller's must not reach another.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+class BodyReader:
+    """A response body, decoded (content codings), read as chunks in arrival order.
+
+    When the connection fails mid-body, aiohttp's reader raises the failure before handing on
+    what had already arrived, so the events an upstream sent just before a cut would be lost
+    whenever the bridge's reading lagged behind the network. `read` hands those bytes on
+    first and raises the failure at the next call (DESIGN.md: every event, in order; then
+    UNAVAILABLE).
     """
 
-    def __init__(self, original: Any) -> None:
-        self._original = original
-        self._content: aiohttp.StreamReader = original._aiohttp_response.content
+    __slots__ = ("_content", "_failure")
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self._content
-        while True:
-            try:
-                chunk = await content.readany()
-            except aiohttp.ClientError:
-                rest = _buffered(content)
-                if rest:
-                    yield rest
-                with map_aiohttp_exceptions():
-                    raise
-            if not chunk:
-                return
-            yield chunk
+    def __init__(self, response: Response) -> None:
+        self._content = response.content
+        self._failure: BaseException | None = None
 
-    async def aclose(self) -> None:
-        await self._original.aclose()
+    async def read(self) -> bytes:
+        """The next chunk as it arrived (any size), or b"" at the end of the body. Raises
+        aiohttp's exception for a failed connection, once what had arrived is handed on."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return await self._content.readany()
+        except aiohttp.ClientError as exc:
+            rest = _buffered(self._content)
+            if not rest:
+                raise
+            self._failure = exc
+            return rest
 
 
 def _buffered(content: aiohttp.StreamReader) -> bytes:
@@ -83,93 +179,18 @@ def _buffered(content: aiohttp.StreamReader) -> bytes:
     return data
 
 
-class _Transport(AiohttpTransport):
-    """httpx-aiohttp's transport with a session built here: header limits, pool, trust."""
-
-    def __init__(self, *, limit: int, proxy: httpx.Proxy | None = None) -> None:
-        super().__init__(proxy=proxy, trust_env=True)
-        self._limit = limit
-
-    def get_client(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self._limit,
-            limit_per_host=0,
-            keepalive_timeout=KEEPALIVE_EXPIRY,
-            ssl=self.ssl_context,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            max_line_size=MAX_FIELD_SIZE,
-            max_field_size=MAX_FIELD_SIZE,
-            # httpx decodes content codings itself (the ones it advertises), on every path.
-            auto_decompress=False,
-            # Cookies are not part of the OpenAI API; one caller's must not reach another.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        response.stream = _ResponseStream(response.stream)
-        return response
-
-    @property
-    def session(self) -> aiohttp.ClientSession | None:
-        return self.client if isinstance(self.client, aiohttp.ClientSession) else None
-
-
-class _Client(HttpxAiohttpClient):
-    """httpx.AsyncClient whose transports, the proxy ones included, are `_Transport`."""
-
-    def __init__(self, *, limit: int, **kwargs: Any) -> None:
-        self._limit = limit
-        super().__init__(**kwargs)
-
-    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
-        return _Transport(limit=self._limit)
-
-    def _init_proxy_transport(
-        self, proxy: httpx.Proxy, *args: Any, **kwargs: Any
-    ) -> httpx.AsyncBaseTransport:
-        return _Transport(limit=self._limit, proxy=proxy)
-
-
-def make_client(
-    *, base_url: str, max_connections: int, headers: dict[str, str]
-) -> httpx.AsyncClient:
-    """The process's one upstream client.
-
-    Proxies come from `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY` and the CA
-    bundle from `SSL_CERT_FILE` / `SSL_CERT_DIR`, as httpx and the openai SDK read them
-    (`trust_env`). Redirects are never followed. Timeouts are given per request.
-    """
-    return _Client(
-        limit=max_connections,
-        base_url=base_url,
-        follow_redirects=False,
-        trust_env=True,
-        headers=headers,
-    )
-
-
-def pool_stats(client: httpx.AsyncClient) -> tuple[int, int]:
-    """(open, in use) upstream connections over every transport of `client`.
+def pool_stats(session: aiohttp.ClientSession) -> tuple[int, int]:
+    """(open, in use) upstream connections of `session`.
 
     Read from aiohttp's connector bookkeeping, which has no public accessor: for tests and
     diagnostics only, never for a decision on the request path.
     """
-    transports: list[Any] = [getattr(client, "_transport", None)]
-    transports += list(getattr(client, "_mounts", {}).values())
-    opened = in_use = 0
-    for transport in transports:
-        session = transport.session if isinstance(transport, _Transport) else None
-        if session is None or session.closed:
-            continue
-        connector: Any = session.connector
-        idle = sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
-        busy = len(getattr(connector, "_acquired", ()))
-        opened += idle + busy
-        in_use += busy
-    return opened, in_use
+    if session.closed:
+        return 0, 0
+    connector: Any = session.connector
+    idle = sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
+    busy = len(getattr(connector, "_acquired", ()))
+    return idle + busy, busy
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -182,10 +203,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def is_transport_failure(exc: BaseException) -> bool:
-    """Whether `exc` is a failure of the HTTP exchange that `classify` maps: one of httpx's,
-    one of the OS's (asyncio's TimeoutError included), or one of aiohttp's that httpx-aiohttp
-    let through unmapped."""
-    return isinstance(exc, httpx.HTTPError | OSError) or _from_aiohttp(exc)
+    """Whether `exc` is a failure of the HTTP exchange that `classify` maps: one of aiohttp's
+    or one of the OS's (asyncio's TimeoutError, which aiohttp's timeouts derive from,
+    included)."""
+    return isinstance(exc, aiohttp.ClientError | OSError) or _from_aiohttp(exc)
 
 
 def _from_aiohttp(exc: BaseException) -> bool:
@@ -201,7 +222,17 @@ def describe(exc: BaseException) -> str:
         verify_message = getattr(item, "verify_message", None)  # ssl's, not aiohttp's copy
         if isinstance(item, ssl.SSLCertVerificationError) and verify_message:
             return str(verify_message)
+        if isinstance(item, aiohttp.ClientPayloadError) and _undecodable(item):
+            return str(item.__cause__ or item)
     return str(exc) or type(exc).__name__
+
+
+def _undecodable(exc: BaseException) -> bool:
+    """A body whose content coding does not decode (bad gzip): aiohttp reports it as a
+    payload error caused by its ContentEncodingError."""
+    return any(type(item).__name__ == "ContentEncodingError" for item in _chain(exc)) or (
+        "content-encoding" in str(exc).lower()
+    )
 
 
 def classify(
@@ -210,29 +241,23 @@ def classify(
     """The kind of a transport failure, from the exception and its causes.
 
     `responded` says whether the response head had arrived (a connection lost after it is
-    `cut`, before it a `reset`). httpx-aiohttp re-raises aiohttp's exceptions as httpx's with
-    the original as `__cause__`, and lets some through unchanged, so the whole chain is read:
-    the most specific cause decides.
+    `cut`, before it a `reset`). The whole chain is read; the most specific cause decides.
     """
-    # aiohttp's own exception is the most specific (httpx-aiohttp's mapping is coarse: it
-    # turns a server disconnect into httpx.ConnectTimeout); then httpx's, then the OS's.
+    # aiohttp's own exception is the most specific; then the OS's.
     chain = sorted(_chain(exc), key=lambda e: 0 if _from_aiohttp(e) else 1)
-    if isinstance(exc, httpx.RemoteProtocolError) and "location header" in str(exc):
-        # httpx reads a redirect's Location even when it follows none: a 3xx answer.
-        return "redirect"
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
             return "certificate"
     for item in chain:
-        if isinstance(item, httpx.DecodingError):
+        if isinstance(item, aiohttp.ClientPayloadError) and _undecodable(item):
             return "malformed"  # a content coding that does not decode (bad gzip)
-        if isinstance(item, aiohttp.ConnectionTimeoutError | httpx.ConnectTimeout):
+        if isinstance(item, aiohttp.ConnectionTimeoutError):
             return "connect"
         if isinstance(item, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
             return "connect"
-        if isinstance(item, aiohttp.ClientConnectorError | httpx.ConnectError):
+        if isinstance(item, aiohttp.ClientConnectorError):
             return "connect"
-        if isinstance(item, TimeoutError | httpx.TimeoutException):
+        if isinstance(item, TimeoutError):
             return "read_timeout"
         if isinstance(item, aiohttp.ClientResponseError | aiohttp.InvalidURL):
             return "protocol"  # a response head aiohttp could not parse
@@ -242,9 +267,6 @@ def classify(
             | aiohttp.ServerDisconnectedError
             | aiohttp.ClientOSError
             | aiohttp.ClientConnectionError
-            | httpx.ReadError
-            | httpx.WriteError
-            | httpx.RemoteProtocolError
             | ConnectionError,
         ):
             return cut if responded else "reset"

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
 from bridge.upstream import transport_failures
 
 __all__ = ["ConnectionPermits"]
-
-_HELD = "bridge_permit"
-"""The response extension that marks a response as holding a permit."""
 
 
 class ConnectionPermits:
@@ -48,14 +43,5 @@ class ConnectionPermits:
             ) from None
 
     def release(self) -> None:
-        """Give back a permit taken for a request that got no response."""
+        """Give back a permit: the request got no response, or its response is closed."""
         self._semaphore.release()
-
-    def hold(self, response: httpx.Response) -> None:
-        """Let `response` keep the permit its request took until it is closed."""
-        response.extensions[_HELD] = True
-
-    def give_back(self, response: httpx.Response) -> None:
-        """Release the permit `response` holds, exactly once however often it is closed."""
-        if response.extensions.pop(_HELD, False):
-            self._semaphore.release()

@@ -94,8 +94,8 @@ DEFAULT_POLICY = RetryPolicy()
 def get_header(headers: Mapping[str, str], name: str) -> str | None:
     """Case-insensitive header lookup on any mapping.
 
-    `httpx.Headers` is already case-insensitive, but plain dicts (tests, other transports) are
-    not, and HTTP header names are case-insensitive by definition.
+    aiohttp's response headers are already case-insensitive, but plain dicts (tests) are not,
+    and HTTP header names are case-insensitive by definition.
     """
     wanted = name.lower()
     direct = headers.get(wanted)

@@ -23,13 +23,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
-
 from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
 from bridge.upstream import envelope, http, stream_failures, transport_failures
 from bridge.upstream.body import decode_object, loads, media_type
 from bridge.upstream.headers import returned_metadata
+from bridge.upstream.http import BodyReader, Response
 from bridge.upstream.sse import Event, EventTooLarge, SSEDecoder
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ class EventStream:
     def __init__(
         self,
         upstream: Upstream,
-        response: httpx.Response,
+        response: Response,
         deadline: float | None,
         redact: Redactor,
         until: Literal["done", "eof"],
@@ -139,7 +138,7 @@ class EventStream:
         loop = asyncio.get_running_loop()
         silence = self._upstream.config.upstream_timeout
         decoder = SSEDecoder(self._upstream.config.max_response_bytes)
-        parts = response.aiter_bytes()
+        reader = BodyReader(response)
         first = True
         watch = _Silence(loop, silence)
         try:
@@ -148,25 +147,25 @@ class EventStream:
                     watch.arm()
                 watch.reading = True
                 try:
-                    part = await parts.__anext__()
-                except StopAsyncIteration:
-                    break
+                    part = await reader.read()
                 except asyncio.CancelledError:
                     if watch.expired():
                         raise TimeoutError from None
                     raise
                 finally:
                     watch.reading = False
+                if not part:
+                    break
                 if first:
                     first = False
                     head = part.lstrip(b"\xef\xbb\xbf \t\r\n")
                     if head[:1] in (b"{", b"["):
-                        body = await self._rest(part, parts)
+                        body = await self._rest(part, reader)
                         await self._bare_json(body, kind or "no content-type")
                 for event in decoder.feed(part):
                     data = self._decode(event)
                     if data is None:
-                        await self._finish_body(parts)
+                        await self._finish_body(reader)
                         return
                     watch.until = loop.time() + silence
                     yield data
@@ -208,11 +207,11 @@ class EventStream:
                 detail="the upstream closed the stream before sending [DONE]",
             )
 
-    async def _rest(self, first: bytes, parts: AsyncIterator[bytes]) -> bytes:
+    async def _rest(self, first: bytes, reader: BodyReader) -> bytes:
         """The whole body of a stream whose first bytes were `first`, within the limit."""
         limit = self._upstream.config.max_response_bytes
         pieces, size = [first], len(first)
-        async for part in parts:
+        while part := await reader.read():
             size += len(part)
             if size > limit:
                 raise EventTooLarge(f"a JSON body in place of events exceeded {limit} bytes")
@@ -260,7 +259,7 @@ class EventStream:
                 )
         return obj
 
-    async def _finish_body(self, parts: AsyncIterator[bytes]) -> None:
+    async def _finish_body(self, reader: BodyReader) -> None:
         """Read what follows `[DONE]` (normally just the end of the chunked body), briefly.
 
         A response read to its end gives its connection back to the pool; one closed early
@@ -275,7 +274,7 @@ class EventStream:
         received = 0
         with contextlib.suppress(Exception):
             async with asyncio.timeout(budget):
-                async for part in parts:
+                while part := await reader.read():
                     received += len(part)
                     if received > _DRAIN_BYTES:
                         return

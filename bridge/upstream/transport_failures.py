@@ -2,7 +2,7 @@
 
 A connect error, a reset, a timeout, a cut stream, a redirect never followed: each
 `TransportKind` has one `TransportRule` (code, ErrorInfo reason, message, retryability),
-after httpx's one-table translation of foreign exceptions. `bridge.upstream.http.classify`
+after one table's translation of foreign exceptions. `bridge.upstream.http.classify`
 decides the kind; `transport_error` builds the status.
 """
 
@@ -163,8 +163,8 @@ def transport_error(
 ) -> BridgeError:
     """Translate a failure that left no usable HTTP error response.
 
-    `detail` is appended to the message (e.g. `str(exc)` of the httpx exception, or for a
-    redirect the target origin, without its path or query, which may carry signed tokens).
+    `detail` is appended to the message (e.g. `http.describe(exc)` of the aiohttp exception,
+    or for a redirect the target origin, without its path or query, which may carry signed tokens).
     Whether it is retryable is the table's column (`TransportRule.retryable`).
     """
     rule = _TRANSPORT[kind]
