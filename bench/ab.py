@@ -52,6 +52,20 @@ PATCHES = {
     "grpc-throughput": "import bridge.server.assembly as S\n_o = S.server_options\n"
     "S.server_options = lambda c: [*_o(c), ('grpc.optimization_target', 'throughput'), "
     "('grpc.http2.write_buffer_size', 1 << 20)]\n",
+    # Probes (what a part costs, not changes to keep): every answer translated once per
+    # message type and then reused; no guard or decoding interceptor; no observation
+    # interceptor (metrics, access log, spans); the access log at WARNING.
+    "no-translate": "import bridge.grpc_api.base as B\n_p = B._Base.parse\n_c = {}\n"
+    "def parse(self, t, data, rid):\n"
+    "    c = data.get('choices') or [{}]\n"
+    "    k = (t, c[0].get('finish_reason'), 'usage' in data)\n"
+    "    if k not in _c:\n        _c[k] = _p(self, t, data, rid)\n"
+    "    m = _c[k]\n    if 'id' in data:\n        m.id = data['id']\n    return m\n"
+    "B._Base.parse = parse\n",
+    "no-guard": "import bridge.server.assembly as A\nA.interceptors = lambda c, t: []\n",
+    "no-observation": "import bridge.telemetry.observability as O\n"
+    "O.Observability.interceptors = property(lambda self: [])\n",
+    "quiet-log": "import os\nos.environ['BRIDGE_LOG_LEVEL'] = 'WARNING'\n",
     # Try: fewer young-generation collections (the default threshold is 700 objects).
     "gc-threshold": "import gc\ngc.set_threshold(10000, 20, 20)\n",
 }

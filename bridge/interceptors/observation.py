@@ -278,7 +278,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         for kind, value in call.usage.items():
             fields[f"{kind}_tokens"] = value
         level = logging.DEBUG if call.service in QUIET_SERVICES else logging.INFO
-        access_log.log(level, "grpc call", extra=fields)
+        if access_log.isEnabledFor(level):
+            # What `access_log.log` does, less its walk up the stack to find the caller (a
+            # measurable share of a unary call): this line's origin is always here.
+            access_log.handle(
+                access_log.makeRecord(
+                    access_log.name, level, __file__, 0, "grpc call", (), None, extra=fields
+                )
+            )
 
 
 def _status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:

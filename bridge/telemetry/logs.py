@@ -131,12 +131,24 @@ class TextFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.redact = _Redactor(secrets)
+        self._keys: dict[str, str] = {}
+
+    def _key(self, key: str) -> str:
+        """`clean(key)`, remembered: the keys of extra fields are the code's, and few."""
+        cleaned = self._keys.get(key)
+        if cleaned is None:
+            cleaned = clean(key)
+            if len(self._keys) < 1024:
+                self._keys[key] = cleaned
+        return cleaned
+
+    def _value(self, value: object) -> str:
+        if type(value) is int or type(value) is float:
+            return repr(value)  # no spaces, quotes or controls; the line is redacted after
+        return _text_value(bound(self.redact(str(value))))
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(
-            f"{clean(k)}={_text_value(bound(self.redact(str(v))))}"
-            for k, v in _extras(record).items()
-        )
+        fields = " ".join(f"{self._key(k)}={self._value(v)}" for k, v in _extras(record).items())
         message = clean(self.redact(record.getMessage()), MESSAGE_LIMIT)
         line = f"{_iso(record.created)} {record.levelname} {record.name}: {message}"
         if fields:
@@ -157,9 +169,18 @@ def _text_value(text: str) -> str:
     return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
+    """RFC 3339 UTC time with milliseconds; the part up to the second is formatted once per
+    second (a log line per call made `strftime` a measurable share of a call)."""
+    global _last_second
+    second = int(created)
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
     millis = int(created % 1 * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
+    return f"{_last_second[1]}.{millis:03d}Z"
 
 
 class _UndecodableMetadata(logging.Filter):
