@@ -8,20 +8,33 @@ the caller sees and what reached the upstream.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import gzip
 import json
+import os
 import ssl
+import subprocess
+import sys
+import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import certifi
 import grpc
 import pproxy
 import pytest
 import trustme
 from aigateway.v1 import chat_pb2
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+from google.rpc import error_details_pb2
+from yarl import URL
 
 from bridge.config import Config, ConfigError
 from bridge.server import assembly as server
+from bridge.upstream import http
+from bridge.upstream.client import Upstream
 from dev.upstream.server import DevUpstream, SlowStream, Status
 from tests import rawgrpc, richstatus
 from tests.conftest import DEV_KEY, bridge_config, serving, stubs_for
@@ -29,6 +42,7 @@ from tests.rawserver import RawServer, answering
 
 Code = grpc.StatusCode
 MODEL = "openai/gpt-4o-mini"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def chat(**fields: Any) -> chat_pb2.CreateChatCompletionRequest:
@@ -250,6 +264,191 @@ async def test_upstream_json_nested_too_deep_is_malformed(raw_bridge: Any) -> No
     assert (status.code, status.info.reason) == (Code.INTERNAL, "MALFORMED_RESPONSE")
 
 
+MIXED_CASE = (
+    b"X-Request-ID: req-Mixed-1",
+    b"X-RateLimit-Remaining-Requests: 59",
+    b"OpenAI-Processing-MS: 12",
+    b"X-Should-Retry: false",
+)
+LOWER_CASED = [
+    ("x-request-id", "req-Mixed-1"),
+    ("x-ratelimit-remaining-requests", "59"),
+    ("openai-processing-ms", "12"),
+    ("x-should-retry", "false"),
+]
+
+
+def returned(pairs: Any) -> list[tuple[str, str]]:
+    return [(key, value) for key, value in pairs or () if key in dict(LOWER_CASED)]
+
+
+async def test_returned_header_names_in_any_case_are_lower_case_metadata(
+    raw_bridge: Any,
+) -> None:
+    # HTTP field names are case-insensitive and aiohttp keeps them as sent; gRPC metadata
+    # keys are lower case (and grpc refuses upper case ones).
+    async with RawServer(answering(raw_ok(COMPLETION, b"\r\n", *MIXED_CASE))) as raw:
+        stubs = await raw_bridge(raw)
+        call = stubs.chat.CreateChatCompletion(chat(), timeout=10)
+        reply = await call
+        initial = await call.initial_metadata()
+    assert reply.choices[0].message.content == "hello"
+    assert returned(initial) == LOWER_CASED
+
+
+async def test_returned_header_names_of_an_error_are_lower_case_metadata(
+    raw_bridge: Any,
+) -> None:
+    body = b'{"error": {"message": "slow down", "type": "requests"}}'
+    answer = (
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        + b"".join(line + b"\r\n" for line in MIXED_CASE)
+        + b"Retry-After: 0\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        call = stubs.chat.CreateChatCompletion(chat(), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        trailing = await call.trailing_metadata()
+    status = richstatus.of_error(caught.value)
+    assert status.code is Code.RESOURCE_EXHAUSTED
+    assert status.one(error_details_pb2.RequestInfo).request_id == "req-Mixed-1"
+    assert returned(trailing) == LOWER_CASED
+    assert ("retry-after", "0") in [tuple(pair) for pair in trailing or ()]
+
+
+async def test_returned_header_names_of_a_stream_are_lower_case_metadata(
+    raw_bridge: Any,
+) -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        + b"".join(line + b"\r\n" for line in MIXED_CASE)
+        + b"Content-Length: %d\r\n\r\n" % len(SSE_BODY)
+        + SSE_BODY
+    )
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw)
+        call = stubs.chat.StreamChatCompletion(stream_chat(), timeout=10)
+        chunks = [chunk async for chunk in call]
+        initial = await call.initial_metadata()
+    assert len(chunks) == 1
+    assert returned(initial) == LOWER_CASED
+
+
+# ------------------------------------------------------------------ content codings
+
+CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+)
+SSE_BODY = CHUNK + b"data: [DONE]\n\n"
+
+
+def encoded(body: bytes, coding: bytes, content_type: bytes = b"application/json") -> bytes:
+    head = [b"HTTP/1.1 200 OK", b"content-type: " + content_type, b"content-encoding: " + coding]
+    return b"\r\n".join([*head, b"content-length: %d" % len(body), b"", b""]) + body
+
+
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        (b"gzip", gzip.compress(COMPLETION)),
+        (b"GZip", gzip.compress(COMPLETION)),
+        (b"deflate", zlib.compress(COMPLETION)),
+        (b"deflate", zlib.compress(COMPLETION)[2:-4]),  # raw deflate, as some servers send
+        (b"identity", COMPLETION),
+    ],
+    ids=["gzip", "gzip-odd-case", "deflate", "deflate-raw", "identity"],
+)
+async def test_a_content_coded_body_is_decoded(raw_bridge: Any, coding: bytes, body: bytes) -> None:
+    async with RawServer(answering(encoded(body, coding))) as raw:
+        stubs = await raw_bridge(raw)
+        reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    assert reply.choices[0].message.content == "hello"
+    [(_, headers, _)] = raw.requests
+    accepted = {value.strip() for value in headers[b"accept-encoding"].split(b",")}
+    # Only the codings the bridge can decode are asked for.
+    assert accepted <= {b"gzip", b"deflate", b"br", b"zstd"}
+    assert {b"gzip", b"deflate"} <= accepted
+
+
+GZIP = gzip.compress(COMPLETION)
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "words"),
+    [
+        (b"gzip", b"\x1f\x8b\x08\x00not gzip at all, not at all", "gzip"),
+        (b"gzip", COMPLETION, "gzip"),  # says gzip, is not
+        (b"gzip", GZIP[:-8] + b"\0\0\0\0" + GZIP[-4:], "gzip"),  # a wrong CRC
+        (b"deflate", zlib.compress(COMPLETION)[:-12], "deflate"),  # cut short
+        # Codings whose decoder is not installed (never asked for; sent anyway). aiohttp
+        # fails these with the head, before the status is handed on.
+        pytest.param(
+            b"br",
+            b"\x0b\x02\x80{}\x03",
+            "brotli (br)",
+            marks=pytest.mark.skipif(HAS_BROTLI, reason="a brotli decoder is installed"),
+        ),
+        pytest.param(
+            b"zstd",
+            b"(\xb5/\xfd\x00X\x11\x00\x00{}",
+            "zstandard (zstd)",
+            marks=pytest.mark.skipif(HAS_ZSTD, reason="a zstd decoder is installed"),
+        ),
+    ],
+    ids=["corrupt-gzip", "not-gzip", "gzip-bad-crc", "deflate-cut", "br", "zstd"],
+)
+async def test_a_body_that_does_not_decode_is_malformed_and_not_retried(
+    raw_bridge: Any, coding: bytes, body: bytes, words: str
+) -> None:
+    # A 200 may have been billed: never sent again, whatever stage the decoding failed at.
+    answer = encoded(body, coding)
+    async with RawServer(answering(answer, answer, answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=3)
+        status = await unary_error(stubs, timeout=10)
+    assert (status.code, status.info.reason) == (Code.INTERNAL, "MALFORMED_RESPONSE")
+    assert f"content-encoding: {words}" in status.message
+    assert "400" not in status.message and "message=" not in status.message
+    assert len(raw.requests) == 1
+
+
+async def gzip_stream_then_garbage(
+    server_: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await server_.read_request(reader)
+    coder = zlib.compressobj(wbits=31)  # gzip
+    first = coder.compress(CHUNK) + coder.flush(zlib.Z_SYNC_FLUSH)
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+        b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(first), first)
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    garbage = b"\xff" * 64
+    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(garbage), garbage))
+    await writer.drain()
+    await reader.read()
+
+
+async def test_a_stream_whose_gzip_goes_bad_ends_malformed_after_its_events(
+    raw_bridge: Any,
+) -> None:
+    async with RawServer(gzip_stream_then_garbage) as raw:
+        stubs = await raw_bridge(raw)
+        received = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for chunk in stubs.chat.StreamChatCompletion(stream_chat(), timeout=10):
+                received.append(chunk)
+    status = richstatus.of_error(caught.value)
+    assert len(received) == 1
+    assert (status.code, status.info.reason) == (Code.INTERNAL, "MALFORMED_RESPONSE")
+    assert "content-encoding: gzip" in status.message
+    assert len(raw.requests) == 1
+
+
 # ------------------------------------------------------------------ bounds
 
 
@@ -398,6 +597,296 @@ async def test_no_proxy_sends_directly(
         reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
     assert reply.choices
     assert proxy == []
+
+
+# ------------------------------------------------------------------ the environment, read at start
+
+
+CLEANED = ("REQUEST_METHOD", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy, CGI or CA variable from the machine running the tests (this one sets
+    SSL_CERT_FILE and SSL_CERT_DIR); the test sets its own."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name in CLEANED:
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "http://api.example/v1", None),
+        ({"HTTP_PROXY": "http://p:3128"}, "http://api.example/v1", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128"}, "https://api.example/v1", None),
+        ({"HTTPS_PROXY": "http://s:3128"}, "https://api.example/v1", "http://s:3128"),
+        ({"HTTPS_PROXY": "http://s:3128"}, "http://api.example/v1", None),
+        ({"ALL_PROXY": "http://a:3128"}, "http://api.example/v1", "http://a:3128"),
+        ({"ALL_PROXY": "http://a:3128"}, "https://api.example/v1", "http://a:3128"),
+        ({"all_proxy": "http://a:3128"}, "https://api.example/v1", "http://a:3128"),
+        ({"HTTPS_PROXY": "http://s:1", "ALL_PROXY": "http://a:2"}, "https://x/v1", "http://s:1"),
+        ({"https_proxy": "http://s:3128"}, "https://api.example/v1", "http://s:3128"),
+        ({"http_proxy": "http://lo:1", "HTTP_PROXY": "http://UP:2"}, "http://x/v1", "http://lo:1"),
+        ({"HTTPS_PROXY": "proxy.corp:3128"}, "https://x/v1", "http://proxy.corp:3128"),
+        ({"HTTPS_PROXY": "https://p:443"}, "https://x/v1", "https://p:443"),
+        # NO_PROXY, either case: a host, a domain suffix, a host with the port, every host.
+        ({"ALL_PROXY": "http://a:1", "NO_PROXY": "api.example"}, "https://api.example/v1", None),
+        ({"ALL_PROXY": "http://a:1", "no_proxy": "api.example"}, "https://api.example/v1", None),
+        ({"ALL_PROXY": "http://a:1", "NO_PROXY": ".example"}, "https://api.example/v1", None),
+        ({"ALL_PROXY": "http://a:1", "NO_PROXY": "x:8443"}, "https://x:8443/v1", None),
+        ({"ALL_PROXY": "http://a:1", "NO_PROXY": "*"}, "https://api.example/v1", None),
+        ({"ALL_PROXY": "http://a:1", "NO_PROXY": "other.example"}, "https://x/v1", "http://a:1"),
+        # httpoxy: in a CGI environment HTTP_PROXY may come from a request's Proxy: header.
+        ({"HTTP_PROXY": "http://p:1", "REQUEST_METHOD": "GET"}, "http://x/v1", None),
+        ({"http_proxy": "http://p:1", "REQUEST_METHOD": "GET"}, "http://x/v1", "http://p:1"),
+        ({"HTTPS_PROXY": "http://s:1", "REQUEST_METHOD": "GET"}, "https://x/v1", "http://s:1"),
+    ],
+)
+def test_the_proxy_comes_from_the_environment(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    assert http.proxy_for(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("ALL_PROXY", "socks5://127.0.0.1:1080", ["ALL_PROXY", "socks5://", "SOCKS"]),
+        ("all_proxy", "socks5h://user:hunter2@proxy:1080", ["all_proxy", "socks5h://", "SOCKS"]),
+        ("HTTPS_PROXY", "socks4://proxy:1080", ["HTTPS_PROXY", "socks4://", "SOCKS"]),
+        ("HTTPS_PROXY", "ftp://user:hunter2@proxy:21", ["HTTPS_PROXY", "ftp://"]),
+        ("HTTPS_PROXY", "http://user:hunter2@proxy:99999", ["HTTPS_PROXY", "not a valid"]),
+        ("HTTPS_PROXY", "http://[::1", ["HTTPS_PROXY", "not a valid"]),
+        ("HTTPS_PROXY", "http://", ["HTTPS_PROXY", "no host"]),
+    ],
+)
+def test_an_unusable_proxy_is_refused_at_start(
+    clean_env: pytest.MonkeyPatch, variable: str, value: str, words: list[str]
+) -> None:
+    clean_env.setenv(variable, value)
+    with pytest.raises(http.ProxyError) as caught:
+        http.proxy_for("https://api.example/v1")
+    for word in words:
+        assert word in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    # The bridge refuses to start: a configuration error, not a failure of every call.
+    config = Config.load(environ={}, upstream_url="https://api.example/v1", api_key=DEV_KEY)
+    with pytest.raises(ConfigError, match=variable):
+        Upstream(config)
+
+
+def test_a_socks_proxy_for_hosts_reached_directly_is_no_error(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    clean_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert http.proxy_for("http://127.0.0.1:8080/v1") is None
+    assert http.network_for("http://127.0.0.1:8080/v1").proxy is None
+
+
+def test_proxy_credentials_go_to_proxy_auth(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HTTPS_PROXY", "http://svc%2Dbot:p%40ss%3Aword@proxy.corp:3128/")
+    network = http.network_for("https://api.example/v1")
+    assert network.proxy == URL("http://proxy.corp:3128")  # no user, no password, no path
+    assert network.proxy_auth is not None
+    assert (network.proxy_auth.login, network.proxy_auth.password) == ("svc-bot", "p@ss:word")
+    clean_env.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    assert http.network_for("https://api.example/v1").proxy_auth is None
+
+
+def test_trust_is_the_environment_s_ca_or_else_certifi(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    certifi_cas = ssl.create_default_context(cafile=certifi.where()).cert_store_stats()
+    assert http.trust().cert_store_stats() == certifi_cas
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    context = http.trust()
+    assert context.cert_store_stats()["x509_ca"] == 1
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    clean_env.delenv("SSL_CERT_FILE")
+    clean_env.setenv("SSL_CERT_DIR", str(tmp_path))
+    assert http.trust().cert_store_stats()["x509_ca"] == 0  # looked up by hash when needed
+
+
+@pytest.mark.parametrize(
+    ("variable", "path", "words"),
+    [
+        ("SSL_CERT_FILE", "missing.pem", "No such file"),
+        ("SSL_CERT_FILE", "empty.pem", "NO_CERTIFICATE"),
+        ("SSL_CERT_DIR", "missing", "not a directory"),
+    ],
+)
+def test_ca_certificates_that_cannot_be_loaded_are_refused_at_start(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, variable: str, path: str, words: str
+) -> None:
+    (tmp_path / "empty.pem").write_text("")
+    clean_env.setenv(variable, str(tmp_path / path))
+    with pytest.raises(http.TrustError) as caught:
+        http.trust()
+    assert variable in str(caught.value) and words in str(caught.value)
+    config = Config.load(environ={}, upstream_url="https://api.example/v1", api_key=DEV_KEY)
+    with pytest.raises(ConfigError, match=variable):
+        Upstream(config)
+
+
+BRIDGE = (sys.executable, "-m", "bridge")
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_socks_proxy_with_a_configuration_error() -> None:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.lower().endswith("_proxy") and name != "REQUEST_METHOD"
+    }
+    env["ALL_PROXY"] = "socks5://user:hunter2@127.0.0.1:1080"
+    result = subprocess.run(
+        [*BRIDGE, "serve", "--upstream", "http://127.0.0.1:9/v1", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("configuration error: ALL_PROXY names a socks5:// proxy")
+    assert "SOCKS" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+async def test_ssl_cert_file_trusts_a_private_ca(
+    raw_bridge: Any, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with RawServer(answering(raw_ok()), context) as raw:
+        stubs = await raw_bridge(raw)
+        assert raw.url.startswith("https://")
+        reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    assert reply.choices[0].message.content == "hello"
+
+
+@pytest.mark.parametrize("variable", ["http_proxy", "ALL_PROXY", "all_proxy"])
+async def test_the_proxy_of_any_variable_is_used(
+    upstream: DevUpstream, proxy: list[str], clean_env: pytest.MonkeyPatch, variable: str
+) -> None:
+    clean_env.setenv(variable, proxy.pop(0))
+    async with serving(upstream) as stubs:
+        reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    assert reply.choices
+    assert any("127.0.0.1" in line for line in proxy), proxy
+
+
+async def a_proxy_answering(
+    server_: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A plain-HTTP proxy as the bridge sees one: it records the request and answers it."""
+    await server_.read_request(reader)
+    writer.write(raw_ok())
+    await writer.drain()
+
+
+@pytest.mark.filterwarnings("ignore:The 'proxy_auth' parameter is deprecated")
+@pytest.mark.parametrize(
+    ("userinfo", "credentials"),
+    [
+        ("svc-bot:p%40ss", "svc-bot:p@ss"),  # percent-decoded
+        ("svc-bot:p%C3%A4ss", "svc-bot:päss"),  # UTF-8, as curl and httpx send it
+        ("svc-bot", "svc-bot:"),
+    ],
+)
+async def test_proxy_credentials_are_sent_to_the_proxy(
+    raw_bridge: Any, clean_env: pytest.MonkeyPatch, userinfo: str, credentials: str
+) -> None:
+    async with RawServer(a_proxy_answering) as raw:
+        port = URL(raw.url).port
+        clean_env.setenv("HTTP_PROXY", f"http://{userinfo}@127.0.0.1:{port}")
+        stubs = await raw_bridge(raw, upstream_url="http://upstream.invalid/v1")
+        reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    assert reply.choices[0].message.content == "hello"
+    [(line, headers, _)] = raw.requests
+    assert line == b"POST http://upstream.invalid/v1/chat/completions HTTP/1.1"
+    expected = b"Basic " + base64.b64encode(credentials.encode())
+    assert headers[b"proxy-authorization"] == expected
+    assert headers[b"authorization"] == f"Bearer {DEV_KEY}".encode()
+
+
+@contextlib.asynccontextmanager
+async def authenticating_proxy(users: str) -> AsyncIterator[tuple[int, list[str]]]:
+    """A real HTTP proxy (pproxy) on loopback that requires Basic credentials `users`
+    ("user:password") of every request: its port and the log of what it relayed."""
+    relayed: list[str] = []
+    listener = await pproxy.Server(f"http://127.0.0.1:0#{users}").start_server(
+        # authtime=0: no client address is remembered as authenticated (pproxy's table is
+        # shared by the whole process), so every request must carry the credentials.
+        {"rserver": [], "verbose": lambda line: relayed.append(str(line)), "authtime": 0}
+    )
+    try:
+        yield listener.sockets[0].getsockname()[1], relayed
+    finally:
+        listener.close()
+
+
+@pytest.mark.filterwarnings("ignore:The 'proxy_auth' parameter is deprecated")
+async def test_an_https_upstream_through_an_authenticating_proxy(
+    raw_bridge: Any, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A CONNECT tunnel carrying the proxy's credentials, TLS inside it trusted by
+    # SSL_CERT_FILE; the upstream never sees the proxy's credentials.
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with (
+        authenticating_proxy("svc-bot:s3cret") as (port, relayed),
+        RawServer(answering(raw_ok()), context) as raw,
+    ):
+        clean_env.setenv("HTTPS_PROXY", f"http://svc-bot:s3cret@127.0.0.1:{port}")
+        stubs = await raw_bridge(raw)
+        reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    assert reply.choices[0].message.content == "hello"
+    assert any("127.0.0.1" in line for line in relayed), relayed
+    [(_, headers, _)] = raw.requests
+    assert b"proxy-authorization" not in headers
+
+
+@pytest.mark.filterwarnings("ignore:The 'proxy_auth' parameter is deprecated")
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_wrong_proxy_credentials_fail_the_call_without_showing_them(
+    raw_bridge: Any, clean_env: pytest.MonkeyPatch, tmp_path: Path, scheme: str
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    context = None
+    if scheme == "https":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with (
+        authenticating_proxy("svc-bot:s3cret") as (port, _),
+        RawServer(answering(raw_ok()), context) as raw,
+    ):
+        clean_env.setenv(f"{scheme.upper()}_PROXY", f"http://svc-bot:wr0ng@127.0.0.1:{port}")
+        stubs = await raw_bridge(raw, max_attempts=1)
+        call = stubs.chat.CreateChatCompletion(chat(), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        status = richstatus.of_error(caught.value)
+        seen = repr(status) + repr(await call.trailing_metadata())
+    assert raw.requests == []
+    assert "Proxy Authentication Required" in status.message  # the proxy's 407
+    assert "wr0ng" not in seen and "s3cret" not in seen
 
 
 @pytest.mark.parametrize("status", [200, 429])

@@ -96,8 +96,9 @@ class Upstream:
             config.max_connections, domain=self.domain, connect_timeout=config.connect_timeout
         )
         try:
-            http.proxy_for(self.base_url)  # an unusable proxy is refused at start
-        except http.ProxyError as exc:
+            # The proxy and CA certificates, read once: an unusable one is refused at start.
+            self._network = http.network_for(self.base_url)
+        except (http.ProxyError, http.TrustError) as exc:
             raise ConfigError(str(exc)) from None
         self._session: aiohttp.ClientSession | None = None
         # Responses not yet closed: each holds a connection permit, and its attempt's span
@@ -109,7 +110,7 @@ class Upstream:
         """The process's one aiohttp session, made on first use (inside the event loop)."""
         if self._session is None:
             self._session = http.make_session(
-                base_url=self.base_url,
+                self._network,
                 max_connections=self.config.max_connections,
                 headers={"user-agent": USER_AGENT, "accept": "application/json"},
             )

@@ -9,10 +9,13 @@ ms of CPU per call, a fifth of a unary call (bench/README.md, issue 16).
 
 What this module adds to aiohttp:
 
+- `network_for`: the proxy and the CA certificates from the environment, as the openai SDK
+  reads them, resolved once at start, so that an unusable one is a configuration error then
+  (`ProxyError`, `TrustError`) and not a failure of every call.
 - `make_session`: one session per process (STYLE.md: one HTTP client per process), configured
-  from `Config`: pool size, keep-alive, header size limits that tolerate what real servers
-  send, no cookie jar, the proxy and CA bundle from the environment as the openai SDK reads
-  them. Redirects are never followed (`open_request` passes `allow_redirects=False`).
+  from `Config` and that `Network`: pool size, keep-alive, header size limits that tolerate
+  what real servers send, no cookie jar. Redirects are never followed (the client passes
+  `allow_redirects=False`).
 - `BodyReader`: a response body read chunk by chunk, handing on the bytes aiohttp had already
   received when the connection fails (aiohttp raises first and would drop them).
 - `classify` / `describe` / `is_transport_failure`: the one table from a foreign exception
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.request
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,13 +43,18 @@ from bridge.upstream.transport_failures import TransportKind
 __all__ = [
     "BodyReader",
     "Headers",
+    "Network",
+    "ProxyError",
     "Response",
+    "TrustError",
     "classify",
     "describe",
     "is_transport_failure",
     "make_session",
+    "network_for",
     "pool_stats",
     "proxy_for",
+    "trust",
 ]
 
 Response = aiohttp.ClientResponse
@@ -67,6 +76,10 @@ class ProxyError(ValueError):
     """The environment names a proxy the bridge cannot use (a SOCKS proxy, a bad URL)."""
 
 
+class TrustError(ValueError):
+    """The environment names CA certificates the bridge cannot load (SSL_CERT_FILE / _DIR)."""
+
+
 def proxy_for(url: str) -> str | None:
     """The proxy URL for requests to `url`, from the environment, or None to connect directly.
 
@@ -74,61 +87,112 @@ def proxy_for(url: str) -> str | None:
     hosts reached directly. Upper or lower case, read by the standard library's
     `urllib.request.getproxies()` and `proxy_bypass()` (which also ignore `HTTP_PROXY` in a CGI
     environment, httpoxy). Read once at start: the base URL is fixed. Raises `ProxyError` for
-    a proxy that is not http:// or https:// (aiohttp has no SOCKS client).
+    a proxy that is not http:// or https:// (aiohttp has no SOCKS client) or not a valid URL;
+    its message names the variable, never the URL (which may hold a password).
     """
     parts = urlsplit(url)
     proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    key = parts.scheme if proxies.get(parts.scheme) else "all"
+    proxy = proxies.get(key)
     if not proxy or urllib.request.proxy_bypass(parts.netloc.rpartition("@")[2]):
         return None
+    # getproxies() prefers the lower-case variable: name the one it read.
+    variable = f"{key}_proxy" if os.environ.get(f"{key}_proxy") else f"{key.upper()}_PROXY"
     if "://" not in proxy:
         proxy = "http://" + proxy  # `HTTP_PROXY=host:3128`, as curl and httpx read it
-    scheme = urlsplit(proxy).scheme.lower()
+    try:
+        scheme = urlsplit(proxy).scheme.lower()
+        host = URL(proxy).host
+    except ValueError as exc:
+        raise ProxyError(f"{variable} is not a valid proxy URL: {exc}") from None
     if scheme not in ("http", "https"):
+        why = " (aiohttp has no SOCKS client)" if scheme.startswith("socks") else ""
         raise ProxyError(
-            f"the {scheme}:// proxy in the environment is not supported: only http:// and "
-            "https:// proxies are (unset ALL_PROXY, or name the upstream's host in NO_PROXY)"
+            f"{variable} names a {scheme}:// proxy; the bridge supports only http:// and "
+            f"https:// proxies{why}: unset {variable}, or list the upstream's host in NO_PROXY"
         )
+    if not host:
+        raise ProxyError(f"{variable} is not a valid proxy URL: it names no host")
     return proxy
 
 
 def trust() -> ssl.SSLContext:
     """The TLS context for the upstream: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (a private
-    CA), else certifi's bundle, as httpx and the openai SDK trust by default."""
+    CA), else certifi's bundle, as httpx and the openai SDK trust by default. Raises
+    `TrustError` when the certificates named cannot be loaded."""
     cafile = os.environ.get("SSL_CERT_FILE") or None
     capath = os.environ.get("SSL_CERT_DIR") or None
     if cafile is None and capath is None:
         cafile = certifi.where()
-    return ssl.create_default_context(cafile=cafile, capath=capath)
+        source = f"certifi's bundle ({cafile})"
+    else:
+        named = [
+            f"{name}={value}"
+            for name, value in (("SSL_CERT_FILE", cafile), ("SSL_CERT_DIR", capath))
+            if value
+        ]
+        source = " and ".join(named)
+    if cafile is None and capath is not None and not os.path.isdir(capath):
+        # OpenSSL would accept it and then trust nothing: every call would fail.
+        raise TrustError(f"cannot load the CA certificates of {source}: not a directory")
+    try:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TrustError(f"cannot load the CA certificates of {source}: {reason}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """How the upstream is reached, read from the environment once at start (`network_for`)."""
+
+    proxy: URL | None
+    """The proxy (scheme, host and port only), or None to connect directly."""
+    proxy_auth: aiohttp.BasicAuth | None
+    """The credentials in the proxy's URL (`http://user:password@host:port`), sent to the
+    proxy as Proxy-Authorization and never to the upstream."""
+    ssl: ssl.SSLContext
+    """The CA certificates the upstream's certificate must chain to (`trust`)."""
+
+
+def network_for(base_url: str) -> Network:
+    """The proxy and TLS trust for `base_url`, from the environment. Raises `ProxyError` or
+    `TrustError` (configuration errors) when either is unusable."""
+    proxy = proxy_for(base_url)
+    if proxy is None:
+        return Network(None, None, trust())
+    url = URL(proxy)
+    try:
+        # UTF-8, as curl and httpx send a percent-encoded non-ASCII password (aiohttp's
+        # default, Latin-1, would send other bytes, or fail every call).
+        auth = aiohttp.BasicAuth.from_url(url, encoding="utf-8")
+        if auth is not None:
+            auth.encode()
+    except ValueError as exc:  # UnicodeEncodeError included
+        raise ProxyError(f"the credentials in the proxy URL cannot be sent: {exc}") from None
+    return Network(url.origin(), auth, trust())
 
 
 def make_session(
-    *, base_url: str, max_connections: int, headers: dict[str, str]
+    network: Network, *, max_connections: int, headers: dict[str, str]
 ) -> aiohttp.ClientSession:
     """The process's one upstream session (create it inside the running event loop).
 
-    `headers` are sent with every request. Timeouts are given per request. Raises
-    `ProxyError` when the environment's proxy for `base_url` is unusable.
+    `headers` are sent with every request. Timeouts are given per request.
     """
-    proxy = proxy_for(base_url)
-    proxy_auth = None
-    if proxy is not None:
-        proxy_auth = aiohttp.BasicAuth.from_url(URL(proxy))
-        parts = urlsplit(proxy)
-        proxy = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     connector = aiohttp.TCPConnector(
         limit=max_connections,
         limit_per_host=0,
         keepalive_timeout=KEEPALIVE_EXPIRY,
-        ssl=trust(),
+        ssl=network.ssl,
     )
     return aiohttp.ClientSession(
         connector=connector,
         headers=headers,
-        proxy=proxy,
-        proxy_auth=proxy_auth,
-        # Proxies and trust are read above, once; trust_env would also read ~/.netrc and
-        # re-read the environment on every request.
+        proxy=network.proxy,
+        proxy_auth=network.proxy_auth,
+        # Proxies and trust are read once, at start (`network_for`); trust_env would also
+        # read ~/.netrc and re-read the environment on every request.
         trust_env=False,
         max_line_size=MAX_FIELD_SIZE,
         max_field_size=MAX_FIELD_SIZE,
@@ -216,23 +280,29 @@ def _from_aiohttp(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """A person's description of a transport failure: the library's own words, without its
     wrapping (aiohttp's `400, message="...", url=...` names its parser's code, not a status)."""
+    undecodable = _undecodable(exc)
+    if undecodable is not None:
+        message = str(getattr(undecodable, "message", "") or undecodable)
+        if "content-encoding" not in message.lower():
+            message = f"Can not decode content-encoding: {message}"  # a cut deflate stream
+        cause = undecodable.__cause__ or undecodable.__context__
+        return f"{message} ({cause})" if cause is not None and str(cause) else message
     for item in _chain(exc):
         if isinstance(item, aiohttp.ClientResponseError) and item.message:
             return f"invalid HTTP response: {item.message}"
         verify_message = getattr(item, "verify_message", None)  # ssl's, not aiohttp's copy
         if isinstance(item, ssl.SSLCertVerificationError) and verify_message:
             return str(verify_message)
-        if isinstance(item, aiohttp.ClientPayloadError) and _undecodable(item):
-            return str(item.__cause__ or item)
     return str(exc) or type(exc).__name__
 
 
-def _undecodable(exc: BaseException) -> bool:
-    """A body whose content coding does not decode (bad gzip): aiohttp reports it as a
-    payload error caused by its ContentEncodingError."""
-    return any(type(item).__name__ == "ContentEncodingError" for item in _chain(exc)) or (
-        "content-encoding" in str(exc).lower()
-    )
+def _undecodable(exc: BaseException) -> BaseException | None:
+    """aiohttp's ContentEncodingError in the chain of `exc`, or None: a body whose content
+    coding does not decode (bad gzip, a deflate stream cut short, br or zstd without their
+    decoder installed). aiohttp raises it inside a payload error while the body is read, or
+    inside a response error when the whole body arrived with the head, which is then never
+    handed on: the status, 2xx or not, is unknown."""
+    return next((e for e in _chain(exc) if type(e).__name__ == "ContentEncodingError"), None)
 
 
 def classify(
@@ -248,9 +318,11 @@ def classify(
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
             return "certificate"
+    if _undecodable(exc) is not None:
+        # A content coding that does not decode (bad gzip): never retried, even when it
+        # failed with the head (a 2xx may have been billed).
+        return "malformed"
     for item in chain:
-        if isinstance(item, aiohttp.ClientPayloadError) and _undecodable(item):
-            return "malformed"  # a content coding that does not decode (bad gzip)
         if isinstance(item, aiohttp.ConnectionTimeoutError):
             return "connect"
         if isinstance(item, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
