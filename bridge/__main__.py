@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if config.workers > 1 and config.worker_index is None:
             from bridge.server.workers import supervise
+            from bridge.upstream.client import network_of
+
+            network_of(config)  # a bad proxy or CA: exit 2 here, not a crash loop of workers
 
             return supervise(config)
         from bridge.server.assembly import run

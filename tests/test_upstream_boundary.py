@@ -739,7 +739,8 @@ BRIDGE = (sys.executable, "-m", "bridge")
 
 
 @pytest.mark.slow
-def test_serve_refuses_a_socks_proxy_with_a_configuration_error() -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_a_socks_proxy_with_a_configuration_error(workers: str) -> None:
     env = {
         name: value
         for name, value in os.environ.items()
@@ -747,7 +748,7 @@ def test_serve_refuses_a_socks_proxy_with_a_configuration_error() -> None:
     }
     env["ALL_PROXY"] = "socks5://user:hunter2@127.0.0.1:1080"
     result = subprocess.run(
-        [*BRIDGE, "serve", "--upstream", "http://127.0.0.1:9/v1", "--listen", "127.0.0.1:0"],
+        [*BRIDGE, "serve", "--upstream", "http://127.0.0.1:9/v1", "--workers", workers],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -78,6 +78,16 @@ class Reply:
     """`returned_metadata` of the headers, credentials redacted: the call's initial metadata."""
 
 
+def network_of(config: Config) -> http.Network:
+    """The proxy and CA certificates for the upstream, read once from the environment.
+    Raises ConfigError when either is unusable, so it is refused at start (the supervisor
+    of --workers checks it too, before it starts any worker)."""
+    try:
+        return http.network_for(config.upstream_url.rstrip("/"))
+    except (http.ProxyError, http.TrustError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
 class Upstream:
     """The one HTTP client of the process, with the rules for talking to the upstream."""
 
@@ -95,11 +105,7 @@ class Upstream:
         self._permits = ConnectionPermits(
             config.max_connections, domain=self.domain, connect_timeout=config.connect_timeout
         )
-        try:
-            # The proxy and CA certificates, read once: an unusable one is refused at start.
-            self._network = http.network_for(self.base_url)
-        except (http.ProxyError, http.TrustError) as exc:
-            raise ConfigError(str(exc)) from None
+        self._network = network_of(config)
         self._session: aiohttp.ClientSession | None = None
         # Responses not yet closed: each holds a connection permit, and its attempt's span
         # (when tracing) ends when it is closed.
