@@ -748,7 +748,16 @@ def test_serve_refuses_a_socks_proxy_with_a_configuration_error(workers: str) ->
     }
     env["ALL_PROXY"] = "socks5://user:hunter2@127.0.0.1:1080"
     result = subprocess.run(
-        [*BRIDGE, "serve", "--upstream", "http://127.0.0.1:9/v1", "--workers", workers],
+        [
+            *BRIDGE,
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9/v1",
+            "--workers",
+            workers,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
