@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -409,6 +410,38 @@ async def test_huge_unary_response_is_refused_naming_the_limit(
     assert "--max-response-bytes" in outcome.status.message
     assert chat_requests(upstream) == 1
     upstream.program(MODEL, Huge(10_000))  # under the limit: the same fault is fine
+    assert (await call(small_limit, streamed=False)).code is Code.OK
+
+
+def _completion_with_ints(count: int) -> bytes:
+    """A chat completion carrying `count` small integers in a key no field models: 2 bytes
+    each in JSON, 11 each as `google.protobuf.Value`s in extra_fields."""
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [],
+        "x_ints": [1] * count,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def test_an_answer_that_expands_past_twice_the_limit_is_refused(
+    upstream: DevUpstream, small_limit: Stubs
+) -> None:
+    # A body under --max-response-bytes (20,000) whose gRPC answer is over twice that: the
+    # bridge's RESPONSE_TOO_LARGE naming both sizes, not grpc's bare error after an OK log.
+    body = _completion_with_ints(9_000)
+    assert len(body) < 20_000
+    upstream.program(MODEL, Status(200, body))
+    outcome = await call(small_limit, streamed=False)
+    assert outcome.code is Code.RESOURCE_EXHAUSTED
+    assert outcome.status.reason == "RESPONSE_TOO_LARGE"
+    assert "its gRPC answer is" in outcome.status.message
+    assert "40000 bytes" in outcome.status.message
+    # A body small enough that no expansion can pass the limit is answered as it is.
+    upstream.program(MODEL, Status(200, _completion_with_ints(3_000)))
     assert (await call(small_limit, streamed=False)).code is Code.OK
 
 

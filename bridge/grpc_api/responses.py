@@ -21,9 +21,10 @@ from aigateway_json import ResponseRequest, request_body
 
 from bridge import status
 from bridge.grpc_api import validation
-from bridge.grpc_api.base import Context, Metadata, _Base, deadline_of
+from bridge.grpc_api.base import Context, _Base, deadline_of
 from bridge.status import BridgeError
 from bridge.upstream import stream_failures, transport_failures
+from bridge.upstream.client import Reply
 
 PATH = "/responses"
 
@@ -53,7 +54,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
     async def CreateResponse(
         self, request: responses_pb2.CreateResponseRequest, context: Context
     ) -> responses_pb2.CreateResponseResponse:
-        async def call() -> tuple[responses_pb2.CreateResponseResponse, Metadata]:
+        async def call() -> tuple[responses_pb2.CreateResponseResponse, Reply]:
             self.check_size(request)
             check(request)
             reply = await self.upstream.post_json(
@@ -65,7 +66,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
             )
             rid = reply.headers.get("x-request-id")
             response = self.parse(responses_pb2.CreateResponseResponse, reply.data, rid)
-            return response, reply.metadata
+            return response, reply
 
         return await self.unary(context, call)
 

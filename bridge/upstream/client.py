@@ -76,6 +76,8 @@ class Reply:
     headers: Headers
     metadata: tuple[tuple[str, str], ...]
     """`returned_metadata` of the headers, credentials redacted: the call's initial metadata."""
+    size: int
+    """The (decoded) body's size in bytes."""
 
 
 def network_of(config: Config) -> http.Network:
@@ -210,7 +212,9 @@ class Upstream:
             finally:
                 await self.close(response)
             data = decode_object(response, body, self.domain, redact, where="in a 200 response")
-            return Reply(data, response.headers, returned_metadata(response.headers, redact))
+            return Reply(
+                data, response.headers, returned_metadata(response.headers, redact), len(body)
+            )
         except BridgeError as error:
             raise self.failure(error, redact, response) from None
 
