@@ -85,7 +85,10 @@ class _Base:
             self.check_answer_size(result, reply.size)  # type: ignore[arg-type]
         except BridgeError as error:
             await self.fail(context, error)
-        await context.send_initial_metadata(reply.metadata)
+        if reply.metadata:
+            # A batch of its own in gRPC core (a write and a completion, ~10% of a call's
+            # CPU); without headers to return, the answer's batch carries empty metadata.
+            await context.send_initial_metadata(reply.metadata)
         return result
 
     def check_answer_size(self, answer: Message, body_size: int) -> None:
@@ -187,7 +190,8 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
                     chunk = self.parse(chat_pb2.StreamChatCompletionResponse, data, rid)
                     if first:
                         first = False
-                        await context.send_initial_metadata(stream.metadata)
+                        if stream.metadata:  # else the first message's batch carries none
+                            await context.send_initial_metadata(stream.metadata)
                     yield chunk
         except BridgeError as error:
             await self.fail(context, error)

@@ -96,7 +96,8 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                     event = self.parse(responses_pb2.StreamResponseResponse, data, rid)
                     if first:
                         first = False
-                        await context.send_initial_metadata(stream.metadata)
+                        if stream.metadata:  # else the first message's batch carries none
+                            await context.send_initial_metadata(stream.metadata)
                     yield event
                     finished = finished or kind in TERMINAL_EVENTS
                 if not finished:
