@@ -35,6 +35,11 @@ RESULTS = HERE / "results"
 DESCRIPTOR = ROOT / "build" / "aigateway.binpb"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IDLE_STREAMS = 1000
+"""Idle streams held for the RSS target of the first benchmark issue (<= 300 MB)."""
+MANY_IDLE_STREAMS = 10_000
+"""Idle streams held for issue 16's scale target: held, with RSS per stream reported."""
+KIB_PER_IDLE_STREAM = 64
+"""The per-stream memory target at MANY_IDLE_STREAMS, KiB of bridge RSS per open stream."""
 
 UNARY = "aigateway.v1.ChatService/CreateChatCompletion"
 GHZ_BODY = {
@@ -118,7 +123,7 @@ def start_bridge(
             "--upstream",
             f"http://{upstream}/v1",
             "--max-connections",
-            str(IDLE_STREAMS + 100),
+            str(MANY_IDLE_STREAMS + 100),
         ],
         "aigateway bridge listening on ",
         log,
@@ -268,11 +273,15 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
             wire = load("httpx", "wire", up, 1, opts) | load("grpc", "wire", br, 1, opts)
         # A fresh bridge for memory: RSS after the load above would include its high water.
         with start_bridge(up, logs / "bridge-idle.log") as (bridge, br):
-            idle = idle_streams(bridge.pid, br)
-    return {"runs": runs, "wire": wire, "idle": idle}
+            idle = idle_streams(bridge.pid, br, IDLE_STREAMS)
+        with start_bridge(up, logs / "bridge-idle-many.log") as (bridge, br):
+            many = idle_streams(bridge.pid, br, MANY_IDLE_STREAMS)
+    return {"runs": runs, "wire": wire, "idle": idle, "idle_many": many}
 
 
-def idle_streams(pid: int, target: str) -> dict[str, Any]:
+def idle_streams(pid: int, target: str, count: int) -> dict[str, Any]:
+    """Open `count` streams that stay idle after their first chunk (model `bench-idle`) and
+    read the bridge's RSS before and while they are held, in MB."""
     time.sleep(0.5)
     baseline = rss_mb(pid)
     args = [
@@ -285,7 +294,7 @@ def idle_streams(pid: int, target: str) -> dict[str, Any]:
         "--target",
         target,
         "-c",
-        str(IDLE_STREAMS),
+        str(count),
     ]
     client = subprocess.Popen(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
@@ -296,9 +305,10 @@ def idle_streams(pid: int, target: str) -> dict[str, Any]:
     loaded = rss_mb(pid)
     client.stdin.write("stop\n")
     client.stdin.close()
-    client.wait(60)
+    client.wait(120)
     print(
-        f"idle streams: {ready['ready']} open, bridge RSS {baseline:.0f} MB -> {loaded:.0f} MB",
+        f"idle streams: {ready['ready']} open, bridge RSS {baseline:.0f} MB -> {loaded:.0f} MB "
+        f"({1024 * (loaded - baseline) / max(ready['ready'], 1):.0f} KiB per stream)",
         flush=True,
     )
     return {
@@ -377,7 +387,7 @@ def source() -> str:
 
 
 def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bool]]:
-    runs, wire, idle = data["runs"], data["wire"], data["idle"]
+    runs, wire, idle, many = data["runs"], data["wire"], data["idle"], data["idle_many"]
 
     def m(key: str, field: str) -> float | None:
         return med(runs, key, field)
@@ -491,6 +501,8 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
         "|---|---:|",
         f"| RSS idle (fresh process), MB | {idle['rss_baseline_mb']:.0f} |",
         f"| RSS with {idle['streams']:,} open idle streams, MB | {idle['rss_mb']:.0f} |",
+        f"| RSS with {many['streams']:,} open idle streams, MB (KiB per stream) | "
+        f"{many['rss_mb']:.0f} ({per_stream_kib(many):.0f}) |",
         f"| CPU per unary call at c=1, ms | {fmt(cpu['unary/c1/grpc'], 3)} |",
         f"| CPU per unary call at c=32 (grpc.aio client), ms | {fmt(cpu['unary/c32/grpc'], 3)} |",
         f"| CPU per unary call at c=32 (ghz), ms | {fmt(cpu['unary/c32/ghz'], 3)} |",
@@ -537,6 +549,13 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
     )
     targets.append(
         (
+            f"{MANY_IDLE_STREAMS:,} idle streams held, ≤ {KIB_PER_IDLE_STREAM} KiB RSS each",
+            f"{many['streams']:,} at {per_stream_kib(many):.0f} KiB",
+            many["streams"] >= MANY_IDLE_STREAMS and per_stream_kib(many) <= KIB_PER_IDLE_STREAM,
+        )
+    )
+    targets.append(
+        (
             "embeddings smaller on the wire than their JSON",
             f"{wire['proto_float_bytes']:,} vs {wire['json_float_bytes']:,} bytes",
             wire["proto_float_bytes"] < wire["json_float_bytes"],
@@ -566,6 +585,11 @@ def report(data: dict[str, Any], opts: argparse.Namespace) -> tuple[str, list[bo
 
 def ratio_value(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def per_stream_kib(idle: dict[str, Any]) -> float:
+    """KiB of bridge RSS per held stream, over the fresh process's own RSS."""
+    return 1024 * (idle["rss_mb"] - idle["rss_baseline_mb"]) / max(idle["streams"], 1)
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
