@@ -17,7 +17,9 @@ from pathlib import Path
 
 from run import BIN, HERE, ROOT, load_command, process, start_bridge
 
-LOADS = [("unary", 32), ("stream", 8), ("embed", 4)]
+LOADS = [("unary", 32), ("stream", 8), ("embed", 4), ("paced", 150)]
+"""(scenario, concurrency); `paced` is bench/capacity.py's client: streams at a model's pace
+(20 chunks/s each), where every chunk arrives, and is written, on its own."""
 OUT = HERE / "profiles"
 
 
@@ -48,12 +50,27 @@ def main() -> int:
             process([str(BIN / "upstream")], "listening on ", OUT / "upstream.log")
         )
         bridge, br = stack.enter_context(start_bridge(up, OUT / "bridge.log"))
+        wanted = set(sys.argv[1:]) or {scenario for scenario, _ in LOADS}
         for scenario, concurrency in LOADS:
-            client = subprocess.Popen(
-                load_command("grpc", scenario, br, concurrency, 1, 7),
-                stdout=subprocess.DEVNULL,
-                cwd=ROOT,
-            )
+            if scenario not in wanted:
+                continue
+            if scenario == "paced":
+                command = [
+                    sys.executable,
+                    str(HERE / "capacity.py"),
+                    "--client",
+                    "--target",
+                    br,
+                    "--streams",
+                    str(concurrency),
+                    "--seconds",
+                    "7",
+                    "--warmup",
+                    "1",
+                ]
+            else:
+                command = load_command("grpc", scenario, br, concurrency, 1, 7)
+            client = subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=ROOT)
             time.sleep(1.5)
             out = OUT / f"{scenario}-c{concurrency}.txt"
             subprocess.run(
