@@ -520,6 +520,32 @@ async def test_a_response_head_that_never_ends_is_bounded(raw_bridge: Any, handl
     assert (status.code, status.info.reason) == (Code.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT")
 
 
+_STALLED_ERROR = (
+    b"HTTP/1.1 500 Oops\r\ncontent-type: application/json\r\ncontent-length: 99\r\n\r\n{"
+)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize("answer", [raw_ok()[:-20], _STALLED_ERROR], ids=["200", "500"])
+async def test_a_body_that_stalls_under_a_caller_deadline_is_upstream_timeout(
+    raw_bridge: Any, streamed: bool, answer: bytes
+) -> None:
+    # The caller's deadline (10 s) is longer than --upstream-timeout (0.5 s): the silence
+    # in the body is the upstream's timeout, said as such (it was UNKNOWN, with aiohttp's
+    # class name, when aiohttp's own read timeout met the deadline's code path).
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, upstream_timeout=0.5, max_attempts=1)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if streamed:
+                async for _ in stubs.chat.StreamChatCompletion(stream_chat(), timeout=10):
+                    pass
+            else:
+                await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    status = richstatus.of_error(caught.value)
+    assert (status.code, status.info.reason) == (Code.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT")
+    assert "aiohttp" not in status.message
+
+
 async def test_comment_keep_alives_do_not_hold_a_stream_forever(raw_bridge: Any) -> None:
     async with RawServer(comment_trickle) as raw:
         stubs = await raw_bridge(raw, upstream_timeout=0.5)

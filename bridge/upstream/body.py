@@ -145,16 +145,16 @@ async def read_body(
                 parts.append(part)
     except BridgeError:
         raise
-    except TimeoutError:
-        if bound is None:
-            raise
-        raise transport_failures.transport_error(
-            "read_timeout",
-            domain=domain,
-            detail=f"no complete answer within {bound:g} s (--upstream-timeout)",
-            request_id=request_id,
-        ) from None
     except Exception as exc:
+        # aiohttp's read timeout (--upstream-timeout between two reads) is a TimeoutError
+        # too; only the bare one is this function's own bound on the whole read.
+        if type(exc) is TimeoutError and bound is not None:
+            raise transport_failures.transport_error(
+                "read_timeout",
+                domain=domain,
+                detail=f"no complete answer within {bound:g} s (--upstream-timeout)",
+                request_id=request_id,
+            ) from None
         if http.is_transport_failure(exc):
             raise failed(exc) from None
         raise
