@@ -81,11 +81,13 @@ class BridgeError(Exception):
         for detail in extras:
             if isinstance(detail, error_details_pb2.ErrorInfo | error_details_pb2.RequestInfo):
                 raise ValueError("ErrorInfo and RequestInfo are built from reason and request_id")
+        message = encodable(message)
         super().__init__(message)
         self.code = code
         self.message = message
+        metadata = {encodable(k): encodable(v) for k, v in (metadata or {}).items()}
         head: list[Message] = [
-            error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})
+            error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata)
         ]
         request_id = _clean_request_id(request_id)
         if request_id:
@@ -152,6 +154,17 @@ class BridgeError(Exception):
         """
         await context.abort_with_status(self.to_status())
         raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def encodable(text: str) -> str:
+    """`text` with lone surrogates as U+FFFD: a status message and a protobuf string must be
+    UTF-8, and a header aiohttp decoded with `surrogateescape` (a byte that is not UTF-8, in a
+    `location` say) or JSON's `"\\ud800"` would otherwise fail the status itself (UNKNOWN)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 @dataclass(frozen=True)

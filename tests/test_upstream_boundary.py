@@ -520,6 +520,46 @@ async def test_a_response_head_that_never_ends_is_bounded(raw_bridge: Any, handl
     assert (status.code, status.info.reason) == (Code.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT")
 
 
+def _raw(status: bytes, body: bytes, *headers: bytes, kind: bytes = b"application/json") -> bytes:
+    head = [b"HTTP/1.1 " + status, b"content-type: " + kind, b"content-length: %d" % len(body)]
+    return b"\r\n".join([*head, *headers, b"", b""]) + body
+
+
+_SURROGATE_400 = (
+    b'{"error":{"message":"bad \\ud800 x","type":"invalid_request_error","param":"\\udc00"}}'
+)
+_SURROGATE_EVENT = b'data: {"error":{"message":"x\\ud800","type":"server_error"}}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("answer", "streamed", "code"),
+    [
+        (_raw(b"302 Found", b"", b"location: http://ev\xffil/x"), False, Code.INTERNAL),
+        (_raw(b"400 Bad", _SURROGATE_400), False, Code.INVALID_ARGUMENT),
+        (_raw(b"400 Bad", _SURROGATE_400), True, Code.INVALID_ARGUMENT),
+        (_raw(b"200 OK", _SURROGATE_EVENT, kind=b"text/event-stream"), True, Code.INTERNAL),
+    ],
+    ids=["location-not-utf8", "envelope-surrogates", "envelope-surrogates-stream", "event"],
+)
+async def test_text_that_is_not_unicode_is_replaced_not_unknown(
+    raw_bridge: Any, answer: bytes, streamed: bool, code: Code
+) -> None:
+    # A header byte that is not UTF-8, or a lone UTF-16 surrogate in JSON, cannot be in a
+    # status message or a protobuf string: it becomes U+FFFD (it was UNKNOWN, with a
+    # UnicodeEncodeError traceback).
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if streamed:
+                async for _ in stubs.chat.StreamChatCompletion(stream_chat(), timeout=10):
+                    pass
+            else:
+                await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    status = richstatus.of_error(caught.value)
+    assert status.code == code, status
+    assert "Unicode" not in status.message and "Unexpected" not in status.message
+
+
 _STALLED_ERROR = (
     b"HTTP/1.1 500 Oops\r\ncontent-type: application/json\r\ncontent-length: 99\r\n\r\n{"
 )

@@ -74,8 +74,10 @@ def loads(text: bytes | str) -> Any:
     """Decode upstream JSON: orjson (6x faster on a 5 MB embeddings answer), else json.
 
     What orjson refuses (NaN, Infinity, lone surrogates) the standard library still reads,
-    so the bridge accepts what it always did. Nesting deeper than orjson's limit (1024) is
-    refused with ValueError, as the standard library would only fail with RecursionError.
+    so the bridge accepts what it always did; a lone UTF-16 surrogate (`"\\ud800"`, half an
+    emoji) becomes U+FFFD there, as in any UTF-8 decoder, since no protobuf string or gRPC
+    status message can hold it. Nesting deeper than orjson's limit (1024) is refused with
+    ValueError, as the standard library would only fail with RecursionError.
     """
     try:
         return orjson.loads(text)
@@ -83,9 +85,14 @@ def loads(text: bytes | str) -> Any:
         if "recursion" in str(exc).lower():
             raise ValueError("JSON nested too deeply") from None
         try:
-            return json.loads(text)
+            return envelope.without_surrogates(json.loads(text))
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+        except ValueError as error:
+            if "integer string conversion" in str(error):
+                # Python's own advice (sys.set_int_max_str_digits) means nothing to a caller.
+                raise ValueError("a number has more than 4,300 digits") from None
+            raise
 
 
 def looks_like_json(body: bytes) -> bool:

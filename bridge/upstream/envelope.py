@@ -140,6 +140,19 @@ def _loc_field(loc: object) -> str:
     return ".".join(parts)
 
 
+def without_surrogates(value: Any) -> Any:
+    """Decoded JSON with each lone UTF-16 surrogate (`"\\ud800"`, half an emoji) in its
+    strings as U+FFFD, as any UTF-8 decoder does: no protobuf string or gRPC status message
+    can hold one. Python's json module keeps them; orjson refuses them."""
+    if type(value) is str:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if type(value) is dict:
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if type(value) is list:
+        return [without_surrogates(v) for v in value]
+    return value
+
+
 def parse_body(body: bytes) -> ErrorBody:
     """Classify an HTTP error body: OpenAI envelope, other JSON, non-JSON, or empty."""
     text = body[:_PARSE_LIMIT].decode("utf-8", errors="replace")
@@ -148,7 +161,7 @@ def parse_body(body: bytes) -> ErrorBody:
     if len(body) > _PARSE_LIMIT:
         return ErrorBody(kind="non_json", excerpt=excerpt(text))
     try:
-        data: object = json.loads(text)
+        data: object = without_surrogates(json.loads(text))
     except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return ErrorBody(kind="non_json", excerpt=excerpt(text))
     if isinstance(data, list) and data and isinstance(data[0], dict):
