@@ -542,7 +542,7 @@ _SURROGATE_EVENT = b'data: {"error":{"message":"x\\ud800","type":"server_error"}
     ids=["location-not-utf8", "envelope-surrogates", "envelope-surrogates-stream", "event"],
 )
 async def test_text_that_is_not_unicode_is_replaced_not_unknown(
-    raw_bridge: Any, answer: bytes, streamed: bool, code: Code
+    raw_bridge: Any, answer: bytes, streamed: bool, code: grpc.StatusCode
 ) -> None:
     # A header byte that is not UTF-8, or a lone UTF-16 surrogate in JSON, cannot be in a
     # status message or a protobuf string: it becomes U+FFFD (it was UNKNOWN, with a
