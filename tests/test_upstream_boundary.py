@@ -560,6 +560,65 @@ async def test_text_that_is_not_unicode_is_replaced_not_unknown(
     assert "Unicode" not in status.message and "Unexpected" not in status.message
 
 
+@pytest.mark.parametrize("status", [b"099 Weird", b"000 Zero", b"101 Switching Protocols"])
+async def test_a_status_that_is_not_final_is_a_protocol_error(
+    raw_bridge: Any, status: bytes
+) -> None:
+    # Not a success, whatever aiohttp hands on below 200 (it was answered OK, empty).
+    async with RawServer(answering(_raw(status, b"{}"))) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        error = await unary_error(stubs, timeout=10)
+    assert (error.code, error.info.reason) == (Code.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR")
+    assert status.split()[0].decode() in error.message
+
+
+async def test_an_error_body_over_the_limit_keeps_the_status(raw_bridge: Any) -> None:
+    # A 500 whose body is too large to read is still the upstream's 500, not the caller's
+    # RESOURCE_EXHAUSTED.
+    answer = _raw(b"500 Internal Server Error", b"x" * 5000)
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1, max_response_bytes=1000)
+        error = await unary_error(stubs, timeout=10)
+    assert error.code == Code.INTERNAL, error
+    assert "500" in error.message
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-ty", "closed"),
+        (_raw(b"200 OK", COMPLETION)[:-30], "Not enough data"),
+    ],
+    ids=["head-cut", "body-cut"],
+)
+async def test_a_cut_response_is_said_without_python_reprs(
+    raw_bridge: Any, answer: bytes, said: str
+) -> None:
+    async def cut(server_: RawServer, reader: Any, writer: asyncio.StreamWriter) -> None:
+        await server_.read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async with RawServer(cut) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        error = await unary_error(stubs, timeout=10)
+    assert said in error.message, error.message
+    assert "<" not in error.message and "RawResponseMessage" not in error.message, error.message
+
+
+@pytest.mark.parametrize("value", ["Bearer ", "Bearer", "basic   ", " "])
+async def test_an_authorization_without_a_key_is_refused(upstream: DevUpstream, value: str) -> None:
+    async with serving(upstream) as stubs:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.chat.CreateChatCompletion(
+                chat(), metadata=(("authorization", value),), timeout=10
+            )
+    assert caught.value.code() == Code.INVALID_ARGUMENT
+    assert "authorization" in (caught.value.details() or "")
+    assert not [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+
+
 _STALLED_ERROR = (
     b"HTTP/1.1 500 Oops\r\ncontent-type: application/json\r\ncontent-length: 99\r\n\r\n{"
 )
@@ -962,6 +1021,9 @@ async def test_wrong_proxy_credentials_fail_the_call_without_showing_them(
         seen = repr(status) + repr(await call.trailing_metadata())
     assert raw.requests == []
     assert "Proxy Authentication Required" in status.message  # the proxy's 407
+    # The proxy's configuration, named as such: neither the caller's request nor the upstream.
+    assert (status.code, status.info.reason) == (Code.UNAVAILABLE, "UPSTREAM_PROXY_REFUSED")
+    assert "HTTPS_PROXY" in status.message
     assert "wr0ng" not in seen and "s3cret" not in seen
 
 

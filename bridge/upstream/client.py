@@ -148,8 +148,12 @@ class Upstream:
                 if isinstance(value, bytes):
                     continue  # -bin keys are never on the allowlist
                 problem = header_value_problem(value)
-                if problem is None and key == "authorization" and not value.strip():
-                    problem = "is empty: send 'Bearer <key>', or leave it out"
+                if problem is None and key == "authorization":
+                    scheme, _, credential = value.strip().partition(" ")
+                    if not scheme:
+                        problem = "is empty: send 'Bearer <key>', or leave it out"
+                    elif scheme.lower() in ("bearer", "basic") and not credential.strip():
+                        problem = f"has no key after '{scheme}': send '{scheme} <key>'"
                 if problem is not None:
                     raise invalid_argument(f"metadata '{key}'", problem)
                 headers[key] = value
@@ -318,10 +322,27 @@ class Upstream:
     async def _attempt(self, call: _Call) -> Response:
         """One attempt: a 2xx response with its body unread, or the mapped error."""
         response = await self._send(call)
-        if response.status < 300:
+        status = response.status
+        if 200 <= status < 300:
             return response
+        if status < 200 or status == 407:
+            # Not a final status (aiohttp hands on 101 and anything under 100), or the HTTP
+            # proxy in front of the upstream refusing the bridge (not the upstream's answer).
+            await self.close(response)
+            kind: transport_failures.TransportKind = "protocol" if status < 200 else "proxy_refused"
+            raise transport_failures.transport_error(
+                kind,
+                domain=self.domain,
+                detail=f"the answer's status was {status:03d} {response.reason or ''}".rstrip(),
+            )
         try:
             body = await self.read_body(response, call.deadline)
+        except BridgeError as unread:
+            if unread.reason != "RESPONSE_TOO_LARGE":
+                raise
+            # An error body too large to read: the status still says what happened (a 500
+            # must not read as the caller's own RESOURCE_EXHAUSTED).
+            body = b""
         finally:
             await self.close(response)
         if response.status < 400:

@@ -288,8 +288,20 @@ def describe(exc: BaseException) -> str:
         cause = undecodable.__cause__ or undecodable.__context__
         return f"{message} ({cause})" if cause is not None and str(cause) else message
     for item in _chain(exc):
+        if isinstance(item, aiohttp.ClientHttpProxyError):
+            return f"the proxy answered {item.status} {item.message}".rstrip()
         if isinstance(item, aiohttp.ClientResponseError) and item.message:
             return f"invalid HTTP response: {item.message}"
+        if isinstance(item, aiohttp.ServerDisconnectedError):
+            # Its str() is the repr of the half-parsed response aiohttp held, if any.
+            return "the connection was closed"
+        if isinstance(item, aiohttp.ClientPayloadError):
+            # "Response payload is not completed: <ContentLengthError: 400, message=...>":
+            # the parser's own words (its exception is the cause), without class and code.
+            why = getattr(item.__cause__, "message", None)
+            if isinstance(why, str) and why:
+                return f"the response body is incomplete: {why}"
+            return "the response body is incomplete"
         verify_message = getattr(item, "verify_message", None)  # ssl's, not aiohttp's copy
         if isinstance(item, ssl.SSLCertVerificationError) and verify_message:
             return str(verify_message)
@@ -323,6 +335,8 @@ def classify(
         # failed with the head (a 2xx may have been billed).
         return "malformed"
     for item in chain:
+        if isinstance(item, aiohttp.ClientHttpProxyError) and item.status == 407:
+            return "proxy_refused"  # a CONNECT tunnel the proxy would not open
         if isinstance(item, aiohttp.ConnectionTimeoutError):
             return "connect"
         if isinstance(item, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):

@@ -37,6 +37,7 @@ TransportKind = Literal[
     "too_large",
     "redirect",
     "malformed",
+    "proxy_refused",
 ]
 """Failures that leave no usable HTTP error response (see `transport_error`)."""
 
@@ -139,6 +140,16 @@ _TRANSPORT: Mapping[TransportKind, TransportRule] = MappingProxyType(
             "UPSTREAM_REDIRECT",
             "upstream {} answered with a redirect, which the bridge never follows so that"
             " credentials stay with the configured upstream (check the upstream URL)",
+            _NO,
+        ),
+        # The HTTP proxy from the environment refused the bridge (407): its configuration
+        # (the credentials in HTTP_PROXY / HTTPS_PROXY / ALL_PROXY), not the caller's request
+        # nor the upstream; the same request would be refused again.
+        "proxy_refused": TransportRule(
+            _Code.UNAVAILABLE,
+            "UPSTREAM_PROXY_REFUSED",
+            "the HTTP proxy in front of upstream {} refused the bridge's request (check the "
+            "proxy credentials in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)",
             _NO,
         ),
     }
