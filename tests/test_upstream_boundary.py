@@ -1027,6 +1027,42 @@ async def test_wrong_proxy_credentials_fail_the_call_without_showing_them(
     assert "wr0ng" not in seen and "s3cret" not in seen
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize("status", [200, 429])
+async def test_many_returned_headers_never_fail_the_call(
+    upstream: DevUpstream, status: int, streamed: bool
+) -> None:
+    # 100 rate-limit headers of 500 characters each: 50 KB, far past what gRPC clients accept
+    # as metadata (8 KiB by default). The call ends as it would without them, with the
+    # request id kept and as many of the rest as fit.
+    flood = {f"x-ratelimit-h{n}": "v" * 500 for n in range(100)}
+    body: bytes | None = None
+    headers = {**flood, "x-request-id": "req-kept"}
+    if status == 200:
+        chunk = b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[]}'
+        body = b"data: " + chunk + b"\n\ndata: [DONE]\n\n" if streamed else COMPLETION
+        headers["content-type"] = "text/event-stream" if streamed else "application/json"
+    upstream.program(MODEL, Status(status, body, headers=headers))
+    async with serving(upstream, max_attempts=1) as stubs:
+        if streamed:
+            call: Any = stubs.chat.StreamChatCompletion(stream_chat(), timeout=10)
+            try:
+                async for _ in call:
+                    pass
+            except grpc.aio.AioRpcError:
+                pass
+        else:
+            call = stubs.chat.CreateChatCompletion(chat(), timeout=10)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call
+        code = await call.code()
+        returned = dict(await call.initial_metadata()) | dict(await call.trailing_metadata())
+    assert code == (Code.OK if status == 200 else Code.RESOURCE_EXHAUSTED)
+    assert returned["x-request-id"] == "req-kept"
+    kept = [key for key in returned if key.startswith("x-ratelimit-")]
+    assert 0 < len(kept) < 100
+
+
 @pytest.mark.parametrize("status", [200, 429])
 async def test_a_returned_header_echoing_the_key_is_redacted(
     upstream: DevUpstream, status: int

@@ -39,6 +39,13 @@ _RETURNED_VALUE_LIMIT = 512
 metadata shares grpc's 8 KiB default limit with the status and its details."""
 
 
+_RETURNED_BUDGET = 4096
+"""Most bytes of returned headers, counted as HTTP/2 does (name + value + 32 per entry, RFC
+7541 section 4.1): gRPC clients refuse metadata past 8 KiB by default (some at random between
+8 and 16), and on an error the status, its details and gRPC's own entries share that limit.
+Past it, further headers are dropped (DESIGN.md: never a failed call), `x-ratelimit-*` first."""
+
+
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 """A header value the bridge sends: visible ASCII, space and tab (RFC 9110 section 5.5,
 without obs-text). CR, LF and NUL would let a value start a new header or request."""
@@ -64,14 +71,26 @@ def returned_metadata(
 
     `x-request-id`, `openai-processing-ms`, `retry-after(-ms)`, `x-should-retry` and every
     `x-ratelimit-*`. A value that is not valid gRPC metadata (non-ASCII, control characters)
-    or longer than 512 characters is dropped: never a failed call (DESIGN.md "Streaming").
-    `redact` cuts an echoed credential out of what is kept.
+    or longer than 512 characters is dropped: never a failed call (DESIGN.md "Streaming"); so
+    are those past `_RETURNED_BUDGET` in all. `redact` cuts an echoed credential out of what
+    is kept.
     """
-    pairs: list[tuple[str, str]] = []
+    named: list[tuple[str, str]] = []
+    limits: list[tuple[str, str]] = []
     for name, value in headers.items():
         key = name.lower()  # gRPC metadata keys are lower case; HTTP field names any case
-        returned = key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX)
-        if returned and len(value) <= _RETURNED_VALUE_LIMIT and _METADATA_VALUE.fullmatch(value):
+        if len(value) > _RETURNED_VALUE_LIMIT or not _METADATA_VALUE.fullmatch(value):
+            continue
+        if key in RETURNED_HEADERS:
+            named.append((key, value))
+        elif key.startswith(_RETURNED_PREFIX):
+            limits.append((key, value))
+    pairs: list[tuple[str, str]] = []
+    size = 0
+    for key, value in (*named, *limits):
+        cost = len(key) + len(value) + 32
+        if size + cost <= _RETURNED_BUDGET:
+            size += cost
             pairs.append((key, redact(value)))
     return tuple(pairs)
 
