@@ -12,6 +12,7 @@ import base64
 import contextlib
 import gzip
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -1085,6 +1086,22 @@ async def test_a_returned_header_echoing_the_key_is_redacted(
         details = await call.details()
     assert DEV_KEY not in repr(returned) + (details or "")
     assert ("x-request-id", "req-[redacted]") in [tuple(pair) for pair in returned]
+
+
+async def test_a_callers_key_echoed_as_the_request_id_stays_out_of_the_access_log(
+    open_upstream: DevUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The log formatter masks the bridge's own key; the caller's is known only to the call.
+    key = "sk-caller-own-key-0123456789"
+    open_upstream.program(MODEL, Status(200, COMPLETION, headers={"x-request-id": f"r-{key}"}))
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    async with serving(open_upstream, max_attempts=1) as stubs:
+        await stubs.chat.CreateChatCompletion(
+            chat(), metadata=(("authorization", f"Bearer {key}"),), timeout=10
+        )
+    logged = [vars(r) for r in caplog.records if r.name == "bridge.access"]
+    assert logged and logged[-1]["upstream_request_id"].startswith("r-")
+    assert key[:10] not in repr(logged)
 
 
 @pytest.mark.parametrize("whose", ["bridge", "caller"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +53,11 @@ class Attempt:
         self._span = span
         self._started = time.perf_counter()
 
-    def responded(self, status: int, headers: Mapping[str, str]) -> None:
+    def responded(
+        self, status: int, headers: Mapping[str, str], redact: Callable[[str], str] = str
+    ) -> None:
+        """The response head arrived; `redact` cuts the call's credentials out of what is
+        logged (an upstream may echo the key it got in `x-request-id`)."""
         metrics = self._hooks.metrics
         if metrics is not None:
             metrics.child(metrics.upstream_requests, self._method, self._route, str(status)).inc()
@@ -63,7 +67,8 @@ class Attempt:
         call = current_call()
         if call is not None:
             call.upstream_status = status
-            call.upstream_request_id = clean_id(headers.get("x-request-id"))
+            upstream_id = headers.get("x-request-id")
+            call.upstream_request_id = clean_id(redact(upstream_id) if upstream_id else None)
         if self._span is not None:
             tracing.Tracing.client_responded(self._span, status)
 

@@ -416,7 +416,7 @@ class Upstream:
             raise
         self._open_responses[response] = attempt
         if attempt is not None:
-            attempt.responded(response.status, response.headers)
+            attempt.responded(response.status, response.headers, call.redact)
         return response
 
     def _url(self, path: str) -> URL:
