@@ -1088,6 +1088,29 @@ async def test_a_returned_header_echoing_the_key_is_redacted(
     assert ("x-request-id", "req-[redacted]") in [tuple(pair) for pair in returned]
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_the_bridges_key_echoed_in_an_answer_is_redacted(
+    upstream: DevUpstream, streamed: bool
+) -> None:
+    # A 200 answer (or event) carrying the key the bridge sent, in a key no field models: a
+    # caller without the key must not get it (DESIGN.md: redacted in everything returned).
+    answer = {**json.loads(COMPLETION), "echo": f"got {DEV_KEY}", DEV_KEY: 1}
+    if streamed:
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        event = json.dumps({**chunk, "choices": [], "echo": DEV_KEY}).encode()
+        body = b"data: " + event + b"\n\ndata: [DONE]\n\n"
+        upstream.program(MODEL, Status(200, body, headers={"content-type": "text/event-stream"}))
+    else:
+        upstream.program(MODEL, Status(200, answer))
+    async with serving(upstream, max_attempts=1) as stubs:
+        if streamed:
+            got = [m async for m in stubs.chat.StreamChatCompletion(stream_chat(), timeout=10)]
+        else:
+            got = [await stubs.chat.CreateChatCompletion(chat(), timeout=10)]
+    assert got and all(DEV_KEY not in str(m) for m in got)
+    assert all("echo" in str(m) for m in got)  # the rest of the answer is delivered
+
+
 async def test_a_callers_key_echoed_as_the_request_id_stays_out_of_the_access_log(
     open_upstream: DevUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:

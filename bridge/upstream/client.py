@@ -216,6 +216,8 @@ class Upstream:
             finally:
                 await self.close(response)
             data = decode_object(response, body, self.domain, redact, where="in a 200 response")
+            if redact.found_in(body):
+                data = redact.json(data)  # an upstream echoing the key in an answer
             return Reply(
                 data, response.headers, returned_metadata(response.headers, redact), len(body)
             )

@@ -75,24 +75,23 @@ def returned_metadata(
     are those past `_RETURNED_BUDGET` in all. `redact` cuts an echoed credential out of what
     is kept.
     """
-    named: list[tuple[str, str]] = []
-    limits: list[tuple[str, str]] = []
+    candidates: list[tuple[bool, str, str]] = []  # (is x-ratelimit-*, key, value)
     for name, value in headers.items():
         key = name.lower()  # gRPC metadata keys are lower case; HTTP field names any case
         if len(value) > _RETURNED_VALUE_LIMIT or not _METADATA_VALUE.fullmatch(value):
             continue
-        if key in RETURNED_HEADERS:
-            named.append((key, value))
-        elif key.startswith(_RETURNED_PREFIX):
-            limits.append((key, value))
-    pairs: list[tuple[str, str]] = []
+        if key in RETURNED_HEADERS or key.startswith(_RETURNED_PREFIX):
+            candidates.append((key not in RETURNED_HEADERS, key, value))
+    kept: set[int] = set()
     size = 0
-    for key, value in (*named, *limits):
+    # The named headers take the budget first, then x-ratelimit-*; each in arrival order.
+    for index in sorted(range(len(candidates)), key=lambda i: candidates[i][0]):
+        _, key, value = candidates[index]
         cost = len(key) + len(value) + 32
         if size + cost <= _RETURNED_BUDGET:
             size += cost
-            pairs.append((key, redact(value)))
-    return tuple(pairs)
+            kept.add(index)
+    return tuple((key, redact(value)) for i, (_, key, value) in enumerate(candidates) if i in kept)
 
 
 # Never forwarded, whatever the configuration says: connection-level (hop-by-hop) headers,
