@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from typing import Any
 
 import grpc
 import pytest
-from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2
-from aigateway_json import from_json
+from aigateway.v1 import chat_pb2, common_pb2, embeddings_pb2, models_pb2, responses_pb2_grpc
+from aigateway_json import from_json, stream_response_request_from_json
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -443,6 +444,96 @@ async def test_an_answer_that_expands_past_twice_the_limit_is_refused(
     # A body small enough that no expansion can pass the limit is answered as it is.
     upstream.program(MODEL, Status(200, _completion_with_ints(3_000)))
     assert (await call(small_limit, streamed=False)).code is Code.OK
+
+
+def _sse(*events: dict[str, Any], done: bool = True) -> bytes:
+    lines = [f"data: {json.dumps(e, separators=(',', ':'))}\n\n" for e in events]
+    return ("".join(lines) + ("data: [DONE]\n\n" if done else "")).encode()
+
+
+def _chunk(**fields: Any) -> dict[str, Any]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    return {**base, "choices": [], **fields}
+
+
+@pytest.fixture
+def access_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def _logged_codes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.__dict__["grpc_code"] for r in caplog.records if r.name == "bridge.access"]
+
+
+def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert bad == [], [r.getMessage() for r in bad]
+
+
+async def test_a_chunk_that_expands_past_twice_the_limit_ends_the_stream(
+    upstream: DevUpstream, small_limit: Stubs, access_log: pytest.LogCaptureFixture
+) -> None:
+    # An event under --max-response-bytes (20,000) whose gRPC message is over twice that:
+    # the chunks before it arrive, then the bridge's RESPONSE_TOO_LARGE, logged as such,
+    # instead of grpc's bare error to the caller and CANCELLED plus a traceback in the log.
+    big = _chunk(x_ints=[1] * 9_000)
+    assert len(json.dumps(big, separators=(",", ":"))) < 20_000
+    hello = _chunk(choices=[{"index": 0, "delta": {"content": "hi"}}])
+    events = _sse(hello, hello, big, hello)
+    upstream.program(MODEL, Status(200, events, headers={"content-type": "text/event-stream"}))
+    outcome = await call(small_limit, streamed=True)
+    assert (outcome.code, outcome.received) == (Code.RESOURCE_EXHAUSTED, 2)
+    assert outcome.status.reason == "RESPONSE_TOO_LARGE"
+    assert "its gRPC answer is" in outcome.status.message
+    assert "40000 bytes" in outcome.status.message
+    assert outcome.status.request_id
+    await wait_for(lambda: len(_logged_codes(access_log)) == 1)
+    assert _logged_codes(access_log) == ["RESOURCE_EXHAUSTED"]
+    _no_errors_logged(access_log)
+    # Events small enough that no expansion can pass the limit are streamed as they are.
+    small = _sse(hello, _chunk(x_ints=[1] * 3_000), hello)
+    upstream.program(MODEL, Status(200, small, headers={"content-type": "text/event-stream"}))
+    assert (await call(small_limit, streamed=True)) == Outcome(Code.OK, 3, None)
+
+
+async def test_a_responses_event_that_expands_past_twice_the_limit_ends_the_stream(
+    upstream: DevUpstream, small_limit: Stubs, access_log: pytest.LogCaptureFixture
+) -> None:
+    stub = responses_pb2_grpc.ResponsesServiceStub(small_limit.channel)
+    request = stream_response_request_from_json({"model": MODEL, "input": "hi"})
+    created = {"type": "response.created", "sequence_number": 0, "response": {"id": "r"}}
+    delta = {
+        "type": "response.output_text.delta",
+        "sequence_number": 1,
+        "item_id": "m",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "hi",
+    }
+    completed = {"type": "response.completed", "sequence_number": 3, "response": {"id": "r"}}
+
+    async def stream(*events: dict[str, Any]) -> tuple[grpc.StatusCode, int, RichStatus | None]:
+        body = _sse(*events, done=False)
+        upstream.program(MODEL, Status(200, body, headers={"content-type": "text/event-stream"}))
+        received = 0
+        try:
+            async for _ in stub.StreamResponse(request, timeout=10):
+                received += 1
+        except grpc.aio.AioRpcError as error:
+            return error.code(), received, richstatus.of_error(error)
+        return Code.OK, received, None
+
+    code, received, rich = await stream(created, delta, {**delta, "x_ints": [1] * 9_000}, completed)
+    assert (code, received) == (Code.RESOURCE_EXHAUSTED, 2)
+    assert rich is not None and rich.reason == "RESPONSE_TOO_LARGE"
+    assert "its gRPC answer is" in rich.message
+    assert "40000 bytes" in rich.message
+    await wait_for(lambda: len(_logged_codes(access_log)) == 1)
+    assert _logged_codes(access_log) == ["RESOURCE_EXHAUSTED"]
+    _no_errors_logged(access_log)
+    code, received, _ = await stream(created, {**delta, "x_ints": [1] * 3_000}, completed)
+    assert (code, received) == (Code.OK, 3)
 
 
 async def test_huge_unannounced_response_is_cut_off_at_the_limit(

@@ -91,18 +91,32 @@ class _Base:
             await context.send_initial_metadata(reply.metadata)
         return result
 
-    def check_answer_size(self, answer: Message, body_size: int) -> None:
+    def send_limit(self) -> int:
+        """The largest message grpc sends (`grpc.max_send_message_length`, set by
+        bridge.server.assembly): twice --max-response-bytes."""
+        return min(2 * self.upstream.config.max_response_bytes, 2**31 - 1)
+
+    def measured_above(self) -> int:
+        """The JSON size above which `check_answer_size` measures an answer: a stream looks
+        this up once, then compares each event's size to it (one comparison per chunk)."""
+        return self.send_limit() // _MAX_EXPANSION
+
+    def check_answer_size(
+        self, answer: Message, body_size: int, request_id: str | None = None
+    ) -> None:
         """An answer grpc would refuse to send (over twice --max-response-bytes) becomes the
         bridge's own RESPONSE_TOO_LARGE, with details, instead of grpc's bare error after the
-        call was logged as OK.
+        call was logged as OK (or, for a streamed message, as CANCELLED).
 
-        `body_size` is the size of the JSON body the answer was made from, in bytes. Only an
-        answer from a body over a sixth of the limit is measured: upb's `ByteSize()` encodes
-        the whole message, as long as the serialization grpc does next (~20 ms for a 12 MB
-        embeddings answer). A protobuf encoding is at most about 5.5 times its JSON: a small
-        integer in a free-form array (`1,`, 2 bytes) becomes a `google.protobuf.Value` of 11.
+        `body_size` is the size of the JSON the answer (or streamed message) was made from:
+        bytes of a body, characters of an event's data (a character is at most 4 bytes in a
+        protobuf string, under the bound below). Only an answer from JSON over a sixth of the
+        limit is measured: upb's `ByteSize()` encodes the whole message, as long as the
+        serialization grpc does next (~20 ms for a 12 MB embeddings answer). A protobuf
+        encoding is at most about 5.5 times its JSON: a small integer in a free-form array
+        (`1,`, 2 bytes) becomes a `google.protobuf.Value` of 11.
         """
-        limit = min(2 * self.upstream.config.max_response_bytes, 2**31 - 1)
+        limit = self.send_limit()
         if body_size * _MAX_EXPANSION <= limit:
             return
         size = answer.ByteSize()
@@ -112,6 +126,7 @@ class _Base:
                 domain=self.upstream.domain,
                 detail=f"its gRPC answer is {size} bytes, over twice --max-response-bytes "
                 f"({limit} bytes)",
+                request_id=request_id,
             )
 
 
@@ -176,6 +191,7 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
             body = request_body(request)  # "stream": true
             first = True
             rid: str | None = None
+            measured_above = self.measured_above()
             async with self.upstream.stream(
                 "/chat/completions",
                 body,
@@ -188,6 +204,8 @@ class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
                         # Once per stream: a header lookup per chunk is measurable.
                         rid = stream.response_headers.get("x-request-id")
                     chunk = self.parse(chat_pb2.StreamChatCompletionResponse, data, rid)
+                    if stream.last_size > measured_above:
+                        self.check_answer_size(chunk, stream.last_size, rid)
                     if first:
                         first = False
                         if stream.metadata:  # else the first message's batch carries none

@@ -79,6 +79,7 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
             first = True
             finished = False
             rid: str | None = None
+            measured_above = self.measured_above()
             async with self.upstream.stream(
                 PATH,
                 request_body(request),  # "stream": true
@@ -94,6 +95,8 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
                     if kind == FAILED_EVENT or kind == "error":
                         raise self._stream_failure(data, rid)
                     event = self.parse(responses_pb2.StreamResponseResponse, data, rid)
+                    if stream.last_size > measured_above:
+                        self.check_answer_size(event, stream.last_size, rid)
                     if first:
                         first = False
                         if stream.metadata:  # else the first message's batch carries none

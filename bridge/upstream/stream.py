@@ -123,6 +123,8 @@ class EventStream:
 
         self.metadata = returned_metadata(response.headers, redact)
         """The metadata to return to the caller (initial metadata), credentials redacted."""
+        self.last_size = 0
+        """The length of the `data` of the event just yielded (its JSON text, in characters)."""
 
     def _malformed(self, detail: str) -> BridgeError:
         return transport_failures.transport_error(
@@ -168,12 +170,14 @@ class EventStream:
                         await self._finish_body(reader)
                         return
                     watch.until = loop.time() + silence
+                    self.last_size = len(event.data)
                     yield data
             tail = decoder.close()
             if tail is not None:
                 data = self._decode(tail)
                 if data is None:
                     return
+                self.last_size = len(tail.data)
                 yield data
         except EventTooLarge as exc:
             raise transport_failures.transport_error(
