@@ -248,7 +248,16 @@ DELTA = {
         (CHUNK, {**chunk(), "provider": "OpenAI", "created": 1.0}),
         (CHUNK, {**chunk(), "provider_metadata": {"a": 1}}),  # not its key: an extra
         (CHUNK, {**chunk(), "choices": [{"delta": {}}, {"index": 1}]}),
+        (CHUNK, chunk(delta={"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]})),
+        (CHUNK, chunk(delta={"tool_calls": [{"function": {}, "custom": {"name": "c"}}]})),
+        (CHUNK, chunk(delta={"tool_calls": [{"function": 5, "custom": {"name": "c"}}]})),
+        (CHUNK, chunk(delta={"tool_calls": [{"function": None, "custom": {}}]})),
         (EVENT, DELTA),
+        (EVENT, {**DELTA, "logprobs": {}, "x": [], "y": None}),
+        (EVENT, {**DELTA, "type": "response.output_text.delta"}),
+        (EVENT, {**DELTA, "type": "response_output_text_delta"}),
+        (EVENT, {**DELTA, "type": "response.unknown"}),
+        (EVENT, {k: v for k, v in DELTA.items() if k != "type"}),
         (EVENT, {**DELTA, "obfuscation": "abc", "sequence_number": True}),
         (chat_pb2.CreateChatCompletionResponse, {"choices": [{"message": {"refusal": None}}]}),
     ],
@@ -318,4 +327,5 @@ def test_caches_stay_bounded() -> None:
         same(CHUNK, chunk(**{f"key{i}": None}))
         same(CHUNK, chunk(key=i))
     assert len(fast_path._null_structs) <= fast_path._MAX_STRUCTS
+    assert len(fast_path._simple_structs) <= fast_path._MAX_STRUCTS
     assert len(fast_path._structs) <= fast_path._MAX_STRUCTS

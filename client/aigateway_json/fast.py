@@ -25,9 +25,11 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from aigateway_json.descriptors import (
     EXTRA_FIELDS,
     LIST_VALUE,
+    OTHER,
     STRUCT,
     VALUE,
     is_synthetic,
+    is_union,
     tagged_oneof,
 )
 from aigateway_json.errors import MAX_NESTING
@@ -60,6 +62,17 @@ class _Repeated:
         self.shape = shape
 
 
+class _Member:
+    """A member of a plain oneof: `spec` when no other member came before it in the JSON
+    object, else an extra (the first member wins)."""
+
+    __slots__ = ("oneof", "spec")
+
+    def __init__(self, spec: object, oneof: str) -> None:
+        self.spec = spec
+        self.oneof = oneof
+
+
 _GENERIC = object()
 """A field only the generic walk reads (any value but null)."""
 
@@ -82,13 +95,16 @@ class Shape:
     `int` or `float` for a field that takes exactly that type, `_Message`, `_Repeated` or
     `_GENERIC`); a key not there is unknown (extra_fields)."""
 
-    __slots__ = ("has_extra", "members", "specs", "tagged")
+    __slots__ = ("by_tag", "has_extra", "members", "specs", "tagged")
 
     def __init__(self) -> None:
         self.specs: dict[str, object] = {}
         self.has_extra = False
         self.tagged: Tagged | None = None
         self.members: dict[str, Shape] = {}
+        self.by_tag: dict[str, str] = {}
+        """A tagged message's member by the `type` strings seen (those Tagged.member maps
+        to a modelled member; up to _MAX_STRUCTS)."""
 
 
 _shapes: dict[str, Shape] = {}
@@ -121,15 +137,21 @@ def _compile(descriptor: Descriptor, shape: Shape) -> None:
         shape.tagged = plan.tagged
         shape.members = {f.name: _shape(f.message_type) for f in tagged.fields}  # type: ignore[arg-type]
         return
-    # Every key the generic walk reads; those whose reader is a plain field reader of the
-    # same name get a spec of their own, the rest (unions, plain oneof members, keys that
-    # differ from the field's name) stay generic.
+    # Every key the generic walk reads; those read by a field's own reader under the
+    # field's name (a member of a plain oneof included) get a spec of their own, the rest
+    # (unions, keys that differ from the field's name) stay generic.
     shape.specs = dict.fromkeys(plan.readers, _GENERIC)
-    in_oneof = {f.name for o in descriptor.oneofs if not is_synthetic(o) for f in o.fields}
+    oneofs = {
+        f.name: o.name
+        for o in descriptor.oneofs
+        if not is_synthetic(o) and not is_union(o)
+        for f in o.fields
+    }
     for field in descriptor.fields:
         name = field.name
-        if name in shape.specs and name not in in_oneof and name != EXTRA_FIELDS:
-            shape.specs[name] = _spec(field)
+        if name in shape.specs and name != EXTRA_FIELDS:
+            spec = _spec(field)
+            shape.specs[name] = _Member(spec, oneofs[name]) if name in oneofs else spec
 
 
 def _spec(field: FieldDescriptor) -> object:
@@ -162,12 +184,21 @@ def kwargs(shape: Shape, data: dict[str, Any], level: int) -> dict[str, Any]:
     if level > _LEVELS:
         raise _SLOW
     if shape.tagged is not None:
-        member = shape.tagged.member(data)
+        tag = data.get("type")
+        member = shape.by_tag.get(tag) if type(tag) is str else None
+        if member is None:
+            member = shape.tagged.member(data)
+            if type(tag) is str and member != OTHER and len(shape.by_tag) < _MAX_STRUCTS:
+                shape.by_tag[tag] = member
         return {member: kwargs(shape.members[member], data, level + 1)}
     specs = shape.specs
     out: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
-    nulls = True  # every extra is a null (the usual case: a prebuilt Struct by its keys)
+    taken: set[str] | None = None  # plain oneofs with a member set
+    # Whether every extra is a null or an empty array or object (the usual case: then the
+    # Struct is prebuilt, by its keys and the types of their values).
+    simple = True
+    nulls = True
     for key, value in data.items():
         spec = specs.get(key)
         kind = type(value)
@@ -206,6 +237,19 @@ def kwargs(shape: Shape, data: dict[str, Any], level: int) -> dict[str, Any]:
                         out = dict(data)
                     out[key] = float(value)
                     continue
+            elif spec_kind is _Member:
+                accepted = _member_value(spec.spec, value, level)  # type: ignore[attr-defined]
+                if accepted is not _REFUSED:
+                    oneof = spec.oneof  # type: ignore[attr-defined]
+                    if taken is None:
+                        taken = set()
+                    if oneof not in taken:
+                        taken.add(oneof)
+                        if accepted is not value:
+                            if out is None:
+                                out = dict(data)
+                            out[key] = accepted
+                        continue
             elif spec is _GENERIC:
                 raise _SLOW
         # Unknown, null, or a value its field cannot hold: extra_fields.
@@ -219,12 +263,19 @@ def kwargs(shape: Shape, data: dict[str, Any], level: int) -> dict[str, Any]:
         del out[key]  # type: ignore[union-attr]
         if value is not None:
             nulls = False
+            if value or (kind is not list and kind is not dict):
+                simple = False
     if extra is not None:
         if nulls:
-            names = tuple(extra)
+            names: tuple[Any, ...] = tuple(extra)
             struct = _null_structs.get(names)
             if struct is None:
-                struct = _null_struct(names, extra, level)
+                struct = _simple_struct(_null_structs, names, names, extra, level)
+        elif simple:
+            names = (tuple(extra), tuple(map(type, extra.values())))
+            struct = _simple_structs.get(names)
+            if struct is None:
+                struct = _simple_struct(_simple_structs, names, names[0], extra, level)
         else:
             struct = _extra_struct(extra, level)
         out[EXTRA_FIELDS] = struct  # type: ignore[index]
@@ -247,6 +298,26 @@ def _items(shape: Shape, values: list[Any], level: int) -> list[Any] | None:
     return values if items is None else items
 
 
+_REFUSED = object()
+
+
+def _member_value(spec: object, value: Any, level: int) -> Any:
+    """What the constructor gets for a plain oneof member's (non-null) value, or _REFUSED
+    when its reader would refuse it (an extra)."""
+    kind = type(value)
+    if spec is kind:
+        return value
+    if type(spec) is _Message:
+        if kind is dict:
+            return kwargs(spec.shape, value, level + 1)
+    elif spec is float:
+        if kind is int:
+            return float(value)
+    elif spec is _GENERIC or type(spec) is _Repeated:
+        raise _SLOW
+    return _REFUSED
+
+
 _CACHEABLE = frozenset({type(None), bool, int})
 _EMPTY = ()
 _structs: dict[tuple[Any, ...], struct_pb2.Struct] = {}
@@ -257,16 +328,27 @@ _MAX_NAMES = 256
 values of at most _MAX_STR characters (_MAX_NAMES for all the keys of a Struct of nulls)."""
 
 
-_null_structs: dict[tuple[str, ...], struct_pb2.Struct] = {}
+_null_structs: dict[tuple[Any, ...], struct_pb2.Struct] = {}
+"""extra_fields of nulls, by their keys."""
+_simple_structs: dict[tuple[Any, ...], struct_pb2.Struct] = {}
+"""extra_fields of nulls and empty arrays and objects, by their keys and the types of their
+values."""
 
 
-def _null_struct(names: tuple[str, ...], extra: dict[str, Any], level: int) -> struct_pb2.Struct:
+def _simple_struct(
+    cache: dict[tuple[Any, ...], struct_pb2.Struct],
+    cache_key: tuple[Any, ...],
+    names: tuple[str, ...],
+    extra: dict[str, Any],
+    level: int,
+) -> struct_pb2.Struct:
+    """A Struct for _null_structs or _simple_structs, kept there when its keys are short."""
     struct = struct_pb2.Struct()
     fill_struct(struct, extra, level + 1)
     if sum(map(len, names)) <= _MAX_NAMES:
-        if len(_null_structs) >= _MAX_STRUCTS:
-            _null_structs.clear()
-        _null_structs[names] = struct
+        if len(cache) >= _MAX_STRUCTS:
+            cache.clear()
+        cache[cache_key] = struct
     return struct
 
 
