@@ -6,13 +6,18 @@ nulls; the generic walk (`aigateway_json.plans.fill`) calls a reader per key and
 field, about five times the cost of the constructor. This walk only checks: a value of the
 field's exact JSON type is passed as it is (the constructor receives the caller's own dicts
 and lists where nothing changes), a null, an unknown key or a wrongly typed value goes to
-`extra_fields` as `fill` would put it there (a prebuilt Struct for the usual all-scalar
-extras), and anything else (free-form Struct/Value fields, maps, unions, plain oneofs,
-bytes, repeated numbers, deep nesting, a message without `extra_fields` for what it cannot
-hold) raises `Slow`, and `from_json` runs the generic walk, which is the reference: every
-input gives the same message either way (tests/test_translate_fast.py checks it). The upb
-constructor is lenient where the readers are strict (None is "unset", a bool is taken for
-an int, bytes for a string), so nothing reaches it that a reader would refuse.
+`extra_fields` as `fill` would put it there (a prebuilt Struct for the usual extras: nulls,
+empty arrays and objects, short scalars), a plain oneof's first member wins, a tagged
+message's `type` picks its member; anything else (free-form Struct/Value fields, maps,
+unions, bytes, repeated numbers, deep nesting, a message without `extra_fields` for what it
+cannot hold) raises `Slow`, and so does any failure of the constructor (a lone surrogate, an
+integer beyond its field's range): `from_json` then runs the generic walk, which is the
+reference. Every input gives the same message either way, the same deterministic wire bytes
+(tests/test_translate_fast.py checks it); only the iteration order of an extra_fields map,
+which upb keeps in hash order and which differs between processes anyway, may differ (a
+Struct is copied into the message). The upb constructor is lenient where the readers are
+strict (None is "unset", a bool is taken for an int, bytes for a string), so nothing reaches
+it that a reader would refuse.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ class Slow(Exception):
     """The JSON needs the generic walk (raised, never escapes `from_json`)."""
 
 
-_SLOW = Slow()
 _LEVELS = MAX_NESTING - 8
 """The deepest message level handled here; deeper, `fill`'s limit checks decide."""
 
@@ -182,7 +186,7 @@ def kwargs(shape: Shape, data: dict[str, Any], level: int) -> dict[str, Any]:
     change), for a message nested `level` below the top one; Slow when only the generic
     walk can tell."""
     if level > _LEVELS:
-        raise _SLOW
+        raise Slow
     if shape.tagged is not None:
         tag = data.get("type")
         member = shape.by_tag.get(tag) if type(tag) is str else None
@@ -251,11 +255,11 @@ def kwargs(shape: Shape, data: dict[str, Any], level: int) -> dict[str, Any]:
                             out[key] = accepted
                         continue
             elif spec is _GENERIC:
-                raise _SLOW
+                raise Slow
         # Unknown, null, or a value its field cannot hold: extra_fields.
         if extra is None:
             if not shape.has_extra:
-                raise _SLOW
+                raise Slow
             extra = {}
             if out is None:
                 out = dict(data)
@@ -314,7 +318,7 @@ def _member_value(spec: object, value: Any, level: int) -> Any:
         if kind is int:
             return float(value)
     elif spec is _GENERIC or type(spec) is _Repeated:
-        raise _SLOW
+        raise Slow
     return _REFUSED
 
 

@@ -40,7 +40,9 @@ without code here. The rules (also written at the top of common.proto):
   keys in the order written (`parse_json_text`). Such a field is never read from JSON.
 
 This module is the public API and re-exports the rest; the work is done by the package's
-other modules: `plans` (one plan per message type, the recursive `fill` and `to_json`),
+other modules: `fast` (`from_json`'s fast path: a shape check, then the message's
+constructor; whatever it does not take, the generic walk decides, `generic_from_json`),
+`plans` (one plan per message type, the recursive `fill` and `to_json`),
 `reading` and `writing` (per-field readers and writers), `descriptors` (what the
 descriptors say about the JSON shape), `freeform` (Struct and Value), `json_text`
 (`parse_json_text`) and `errors` (`TranslationError`, `MAX_NESTING`).
