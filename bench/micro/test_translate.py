@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aigateway.v1 import chat_pb2, embeddings_pb2
+from aigateway.v1 import chat_pb2, embeddings_pb2, responses_pb2
 from aigateway_json import from_json, to_json
+from aigateway_json.translate import generic_from_json
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bridge.config import Config
-from bridge.upstream.client import Upstream, _loads
+from bridge.upstream.body import loads
+from bridge.upstream.client import Upstream
 from bridge.upstream.sse import SSEDecoder
 
 
@@ -22,6 +24,38 @@ def test_chunk_from_json(benchmark: BenchmarkFixture, chat_chunk: dict[str, Any]
     msg = benchmark(from_json, chat_pb2.StreamChatCompletionResponse, chat_chunk)
     assert msg.choices[0].delta.content == " token5"
     assert to_json(msg) == chat_chunk
+
+
+def test_chunk_from_json_generic(benchmark: BenchmarkFixture, chat_chunk: dict[str, Any]) -> None:
+    """The same by the generic walk alone (what from_json falls back to)."""
+    msg = benchmark(generic_from_json, chat_pb2.StreamChatCompletionResponse, chat_chunk)
+    assert msg == from_json(chat_pb2.StreamChatCompletionResponse, chat_chunk)
+
+
+def test_chunk_without_nulls_from_json(
+    benchmark: BenchmarkFixture, chat_chunk: dict[str, Any]
+) -> None:
+    """A chunk whose choice has no `logprobs: null` / `finish_reason: null` (no extra_fields)."""
+    choice = {k: v for k, v in chat_chunk["choices"][0].items() if v is not None}
+    chunk = {**chat_chunk, "choices": [choice]}
+    msg = benchmark(from_json, chat_pb2.StreamChatCompletionResponse, chunk)
+    assert to_json(msg) == chunk
+
+
+def test_response_text_delta_from_json(benchmark: BenchmarkFixture) -> None:
+    """One Responses API `response.output_text.delta` event (a tagged message)."""
+    event = {
+        "type": "response.output_text.delta",
+        "sequence_number": 7,
+        "item_id": "msg_123",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": " token5",
+        "logprobs": [],
+    }
+    msg = benchmark(from_json, responses_pb2.StreamResponseResponse, event)
+    assert msg.WhichOneof("event") == "response_output_text_delta"
+    assert to_json(msg) == event
 
 
 def test_chunk_from_sse_text(benchmark: BenchmarkFixture, chat_chunk: dict[str, Any]) -> None:
@@ -54,6 +88,13 @@ def test_chat_response_from_json(
     assert to_json(msg) == chat_response
 
 
+def test_chat_response_from_json_generic(
+    benchmark: BenchmarkFixture, chat_response: dict[str, Any]
+) -> None:
+    msg = benchmark(generic_from_json, chat_pb2.CreateChatCompletionResponse, chat_response)
+    assert msg == from_json(chat_pb2.CreateChatCompletionResponse, chat_response)
+
+
 def test_chat_request_to_json(benchmark: BenchmarkFixture, chat_request: dict[str, Any]) -> None:
     msg = from_json(chat_pb2.StreamChatCompletionRequest, chat_request)
     assert benchmark(to_json, msg) == chat_request
@@ -62,7 +103,7 @@ def test_chat_request_to_json(benchmark: BenchmarkFixture, chat_request: dict[st
 def test_embeddings_parse_json(benchmark: BenchmarkFixture, embeddings_json: bytes) -> None:
     """The bridge's JSON decoding of a 4.9 MB answer (orjson, json as the fallback)."""
     data = benchmark.pedantic(  # type: ignore[no-untyped-call]
-        _loads, args=(embeddings_json,), rounds=5, iterations=1
+        loads, args=(embeddings_json,), rounds=5, iterations=1
     )
     assert data == json.loads(embeddings_json)
 

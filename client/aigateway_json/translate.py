@@ -40,7 +40,9 @@ without code here. The rules (also written at the top of common.proto):
   keys in the order written (`parse_json_text`). Such a field is never read from JSON.
 
 This module is the public API and re-exports the rest; the work is done by the package's
-other modules: `plans` (one plan per message type, the recursive `fill` and `to_json`),
+other modules: `fast` (`from_json`'s fast path: a shape check, then the message's
+constructor; whatever it does not take, the generic walk decides, `generic_from_json`),
+`plans` (one plan per message type, the recursive `fill` and `to_json`),
 `reading` and `writing` (per-field readers and writers), `descriptors` (what the
 descriptors say about the JSON shape), `freeform` (Struct and Value), `json_text`
 (`parse_json_text`) and `errors` (`TranslationError`, `MAX_NESTING`).
@@ -57,6 +59,7 @@ from google.protobuf.message import Message
 from aigateway_json.descriptors import EXTRA_FIELDS, json_text_fields, type_oneof
 from aigateway_json.errors import MAX_NESTING as MAX_NESTING
 from aigateway_json.errors import TranslationError, too_deep
+from aigateway_json.fast import kwargs, shape_of
 from aigateway_json.freeform import struct_to_python, value_to_python
 from aigateway_json.json_text import parse_json_text
 from aigateway_json.plans import fill, request_json, to_json
@@ -100,6 +103,19 @@ def from_json(message_type: type[M], data: Any) -> M:
             f"expected a JSON object for {message_type.DESCRIPTOR.full_name}, "
             f"got {type(data).__name__}"
         )
+    try:
+        # The fast path (`aigateway_json.fast`); whatever it does not take, or anything the
+        # constructor refuses (a lone surrogate, a number beyond a double), the generic walk
+        # decides, with the same result or error as if it had been the only one.
+        return message_type(**kwargs(shape_of(message_type), data, 0))
+    except Exception:  # Slow, or any failure: the generic walk is the reference
+        pass
+    return generic_from_json(message_type, data)
+
+
+def generic_from_json(message_type: type[M], data: dict[str, Any]) -> M:
+    """`from_json` by the generic walk alone (`plans.fill`), for any JSON object: the
+    reference the fast path must match."""
     msg = message_type()
     try:
         try:
