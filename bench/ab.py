@@ -92,7 +92,10 @@ def bridge_command(
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         return [sys.executable, "-c", FLOOR.format(patches=patched), str(HERE / "floor.py")], env
     code = LAUNCH.format(patches=patched)
-    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+    # The tree's own client package (translation, stubs) too, ahead of the installed one.
+    root = Path(tree).resolve()
+    paths = [root, root / "client", root / "generated"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths if p.exists())}
     args = [
         sys.executable,
         "-c",
