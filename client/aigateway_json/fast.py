@@ -33,6 +33,7 @@ from aigateway_json.descriptors import (
     OTHER,
     STRUCT,
     VALUE,
+    is_list_wrapper,
     is_synthetic,
     is_union,
     tagged_oneof,
@@ -161,10 +162,12 @@ def _compile(descriptor: Descriptor, shape: Shape) -> None:
 def _spec(field: FieldDescriptor) -> object:
     message_type = field.message_type
     if message_type is not None:
-        if message_type.GetOptions().map_entry or message_type.full_name in (
-            STRUCT,
-            VALUE,
-            LIST_VALUE,
+        if (
+            message_type.GetOptions().map_entry
+            or message_type.full_name in (STRUCT, VALUE, LIST_VALUE)
+            # A list wrapper (one repeated `values`) stands for a JSON array, not an object:
+            # its readers take arrays only (`reading.read_lists`).
+            or is_list_wrapper(message_type)
         ):
             return _GENERIC
         shape = _shape(message_type)
