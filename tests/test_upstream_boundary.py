@@ -582,6 +582,20 @@ async def test_an_error_body_over_the_limit_keeps_the_status(raw_bridge: Any) ->
         error = await unary_error(stubs, timeout=10)
     assert error.code == Code.INTERNAL, error
     assert "500" in error.message
+    assert "not read" in error.message and "empty body" not in error.message
+
+
+async def test_a_407_without_a_proxy_is_the_upstreams_answer(
+    raw_bridge: Any, clean_env: pytest.MonkeyPatch
+) -> None:
+    # With no proxy configured, a 407 comes from the upstream itself: mapped as any 4xx,
+    # not blamed on proxy variables nobody set.
+    answer = _raw(b"407 Proxy Authentication Required", b'{"error":{"message":"who?"}}')
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        error = await unary_error(stubs, timeout=10)
+    assert error.code == Code.INVALID_ARGUMENT, error
+    assert "PROXY" not in error.message
 
 
 @pytest.mark.parametrize(
@@ -644,6 +658,7 @@ async def test_a_body_that_stalls_under_a_caller_deadline_is_upstream_timeout(
     status = richstatus.of_error(caught.value)
     assert (status.code, status.info.reason) == (Code.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT")
     assert "aiohttp" not in status.message
+    assert "--upstream-timeout" in status.message
 
 
 async def test_comment_keep_alives_do_not_hold_a_stream_forever(raw_bridge: Any) -> None:
@@ -1088,20 +1103,41 @@ async def test_a_returned_header_echoing_the_key_is_redacted(
     assert ("x-request-id", "req-[redacted]") in [tuple(pair) for pair in returned]
 
 
+def _escaped(text: str, every: bool) -> str:
+    """`text` as a JSON string body with its first (or every) character \\u-escaped."""
+    chars = [f"\\u{ord(c):04x}" if every or i == 0 else c for i, c in enumerate(text)]
+    return "".join(chars)
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize("form", ["raw", "first-escaped", "all-escaped", "utf-16"])
 async def test_the_bridges_key_echoed_in_an_answer_is_redacted(
-    upstream: DevUpstream, streamed: bool
+    upstream: DevUpstream, streamed: bool, form: str
 ) -> None:
-    # A 200 answer (or event) carrying the key the bridge sent, in a key no field models: a
-    # caller without the key must not get it (DESIGN.md: redacted in everything returned).
-    answer = {**json.loads(COMPLETION), "echo": f"got {DEV_KEY}", DEV_KEY: 1}
+    # A 200 answer (or event) carrying the key the bridge sent, in a key no field models and
+    # in a value: a caller without the key must not get it (DESIGN.md: redacted, raw and
+    # JSON-escaped, in everything returned). JSON may escape any character.
+    if streamed and form == "utf-16":
+        pytest.skip("an event stream is UTF-8 (WHATWG)")
+    key = DEV_KEY if form in ("raw", "utf-16") else _escaped(DEV_KEY, form == "all-escaped")
     if streamed:
-        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-        event = json.dumps({**chunk, "choices": [], "echo": DEV_KEY}).encode()
-        body = b"data: " + event + b"\n\ndata: [DONE]\n\n"
+        head = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[]'
+        event = f'{head},"echo":"got {key}","{key}":1}}'
+        body = f"data: {event}\n\ndata: [DONE]\n\n".encode()
         upstream.program(MODEL, Status(200, body, headers={"content-type": "text/event-stream"}))
     else:
-        upstream.program(MODEL, Status(200, answer))
+        text = COMPLETION.decode()[:-1] + f',"echo":"got {key}","{key}":1}}'
+        if form == "utf-16":
+            upstream.program(
+                MODEL,
+                Status(
+                    200,
+                    text.encode("utf-16"),
+                    headers={"content-type": "application/json; charset=utf-16"},
+                ),
+            )
+        else:
+            upstream.program(MODEL, Status(200, text.encode()))
     async with serving(upstream, max_attempts=1) as stubs:
         if streamed:
             got = [m async for m in stubs.chat.StreamChatCompletion(stream_chat(), timeout=10)]

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote as _quote_url
 
+import orjson
+
 _MIN_SECRET = 8
 """Shorter "credentials" are not cut out of error bodies: they would mangle ordinary words."""
 
@@ -81,12 +83,27 @@ class Redactor:
         return _redactor_of(secrets)
 
     def found_in(self, text: str | bytes) -> bool:
-        """Whether a secret occurs whole, in any of its forms, in `text` (a body or an event):
-        a few substring searches in C, cheap enough for every answer, to decide whether the
-        costly `json` redaction is needed. Echoes in part are not looked for here."""
+        """Whether a secret occurs whole, in any of its forms, in `text`: a few substring
+        searches in C. Echoes in part are not looked for here."""
         if isinstance(text, bytes):
             return any(form in text for form in self._byte_forms)
         return any(form in text for form in self._forms)
+
+    def echoed_in(self, raw: str | bytes, decoded: Any) -> bool:
+        """Whether JSON text `raw`, decoded as `decoded`, carries a secret whole: cheap enough
+        for every answer and stream event, to decide whether the costly `json` redaction is
+        needed. JSON may escape any character (`\\u0073k-...`) and a body may be in UTF-16,
+        so text with a backslash or a NUL is judged on `decoded`, written out again as
+        UTF-8 by orjson (which escapes nothing but quotes, backslashes and controls)."""
+        if self.found_in(raw):
+            return True
+        marks = (b"\\", b"\x00") if isinstance(raw, bytes) else ("\\", "\x00")
+        if marks[0] not in raw and marks[1] not in raw:
+            return False
+        try:
+            return self.found_in(orjson.dumps(decoded))
+        except TypeError:  # NaN-free but not orjson's: a huge integer, say
+            return self.found_in(json.dumps(decoded, ensure_ascii=False).encode())
 
     def __call__(self, text: str) -> str:
         for form in self._forms:

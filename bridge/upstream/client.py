@@ -216,7 +216,7 @@ class Upstream:
             finally:
                 await self.close(response)
             data = decode_object(response, body, self.domain, redact, where="in a 200 response")
-            if redact.found_in(body):
+            if redact.echoed_in(body, data):
                 data = redact.json(data)  # an upstream echoing the key in an answer
             return Reply(
                 data, response.headers, returned_metadata(response.headers, redact), len(body)
@@ -285,6 +285,8 @@ class Upstream:
         detail = http.describe(exc)
         if kind == "redirect":
             detail = "its Location header is not a valid URL"
+        elif kind == "read_timeout":  # aiohttp's per-read bound, which is --upstream-timeout
+            detail = f"no data for {self.config.upstream_timeout:g} s (--upstream-timeout)"
         error = transport_failures.transport_error(
             kind,
             domain=self.domain,
@@ -327,7 +329,7 @@ class Upstream:
         status = response.status
         if 200 <= status < 300:
             return response
-        if status < 200 or status == 407:
+        if status < 200 or (status == 407 and self._network.proxy is not None):
             # Not a final status (aiohttp hands on 101 and anything under 100), or the HTTP
             # proxy in front of the upstream refusing the bridge (not the upstream's answer).
             await self.close(response)
@@ -344,7 +346,7 @@ class Upstream:
                 raise
             # An error body too large to read: the status still says what happened (a 500
             # must not read as the caller's own RESOURCE_EXHAUSTED).
-            body = b""
+            body = b"(a body over --max-response-bytes, not read)"
         finally:
             await self.close(response)
         if response.status < 400:

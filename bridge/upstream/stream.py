@@ -261,7 +261,7 @@ class EventStream:
                 raise stream_failures.from_stream_error(
                     self._redact.json(error), domain=self._domain, request_id=self._request_id
                 )
-        if self._redact.found_in(data):
+        if self._redact.echoed_in(data, obj):
             obj = self._redact.json(obj)  # an upstream echoing the key in an event
         return obj
 
