@@ -97,8 +97,11 @@ class Redactor:
         UTF-8 by orjson (which escapes nothing but quotes, backslashes and controls)."""
         if self.found_in(raw):
             return True
-        marks = (b"\\", b"\x00") if isinstance(raw, bytes) else ("\\", "\x00")
-        if marks[0] not in raw and marks[1] not in raw:
+        if isinstance(raw, bytes):
+            plain = b"\\" not in raw and b"\x00" not in raw
+        else:
+            plain = "\\" not in raw and "\x00" not in raw
+        if plain:
             return False
         try:
             return self.found_in(orjson.dumps(decoded))
