@@ -603,8 +603,9 @@ async def test_a_407_without_a_proxy_is_the_upstreams_answer(
     [
         (b"HTTP/1.1 200 OK\r\ncontent-ty", "closed"),
         (_raw(b"200 OK", COMPLETION)[:-30], "Not enough data"),
+        (b"HTTP/1.1 2oo OK\r\ncontent-length: 2\r\n\r\n{}", "2oo"),
     ],
-    ids=["head-cut", "body-cut"],
+    ids=["head-cut", "body-cut", "bad-status-line"],
 )
 async def test_a_cut_response_is_said_without_python_reprs(
     raw_bridge: Any, answer: bytes, said: str
@@ -620,6 +621,7 @@ async def test_a_cut_response_is_said_without_python_reprs(
         error = await unary_error(stubs, timeout=10)
     assert said in error.message, error.message
     assert "<" not in error.message and "RawResponseMessage" not in error.message, error.message
+    assert "b'" not in error.message, error.message
 
 
 @pytest.mark.parametrize("value", ["Bearer ", "Bearer", "basic   ", " "])

@@ -27,6 +27,7 @@ What this module adds to aiohttp:
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import urllib.request
 from dataclasses import dataclass
@@ -291,7 +292,8 @@ def describe(exc: BaseException) -> str:
         if isinstance(item, aiohttp.ClientHttpProxyError):
             return f"the proxy answered {item.status} {item.message}".rstrip()
         if isinstance(item, aiohttp.ClientResponseError) and item.message:
-            return f"invalid HTTP response: {item.message}"
+            # The parser quotes the bytes it refused as a Python literal (b'HTTP/1.1 2oo').
+            return "invalid HTTP response: " + _BYTES_LITERAL.sub(r"'\1'", str(item.message))
         if isinstance(item, aiohttp.ServerDisconnectedError):
             # Its str() is the repr of the half-parsed response aiohttp held, if any.
             return "the connection was closed"
@@ -306,6 +308,9 @@ def describe(exc: BaseException) -> str:
         if isinstance(item, ssl.SSLCertVerificationError) and verify_message:
             return str(verify_message)
     return str(exc) or type(exc).__name__
+
+
+_BYTES_LITERAL = re.compile(r"\bb'([^']*)'")
 
 
 def _undecodable(exc: BaseException) -> BaseException | None:
