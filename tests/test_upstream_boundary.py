@@ -1111,16 +1111,20 @@ def _escaped(text: str, every: bool) -> str:
     return "".join(chars)
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
-@pytest.mark.parametrize("form", ["raw", "first-escaped", "all-escaped", "utf-16"])
+@pytest.mark.parametrize(
+    ("streamed", "form"),
+    [
+        *((False, form) for form in ("raw", "first-escaped", "all-escaped", "utf-16")),
+        # An event stream is UTF-8 (WHATWG), so no UTF-16 case for it.
+        *((True, form) for form in ("raw", "first-escaped", "all-escaped")),
+    ],
+)
 async def test_the_bridges_key_echoed_in_an_answer_is_redacted(
     upstream: DevUpstream, streamed: bool, form: str
 ) -> None:
     # A 200 answer (or event) carrying the key the bridge sent, in a key no field models and
     # in a value: a caller without the key must not get it (DESIGN.md: redacted, raw and
     # JSON-escaped, in everything returned). JSON may escape any character.
-    if streamed and form == "utf-16":
-        pytest.skip("an event stream is UTF-8 (WHATWG)")
     key = DEV_KEY if form in ("raw", "utf-16") else _escaped(DEV_KEY, form == "all-escaped")
     if streamed:
         head = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[]'
