@@ -463,6 +463,37 @@ async def endless_continue(
         await asyncio.sleep(0.05)
 
 
+async def interim_flood(
+    server_: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await server_.read_request(reader)
+    with contextlib.suppress(ConnectionError):
+        while True:  # as fast as the connection takes them, until the bridge hangs up
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n" * 64)
+            await writer.drain()
+
+
+@pytest.mark.parametrize("interim", [1, 16])
+async def test_a_few_interim_responses_before_the_answer_are_fine(
+    raw_bridge: Any, interim: int
+) -> None:
+    answer = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n" * interim + raw_ok()
+    async with RawServer(answering(answer)) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1)
+        reply = await stubs.chat.CreateChatCompletion(chat(), timeout=10)
+    assert reply.choices
+
+
+async def test_a_flood_of_interim_responses_is_refused_at_once(raw_bridge: Any) -> None:
+    # aiohttp reads 1xx answers in a loop without a bound: a flood held a core until the head
+    # timeout (here 60 s; the caller's deadline 30 s). The bridge refuses past 16.
+    async with RawServer(interim_flood) as raw:
+        stubs = await raw_bridge(raw, max_attempts=1, upstream_timeout=60)
+        status = await unary_error(stubs, timeout=30)
+    assert (status.code, status.info.reason) == (Code.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR")
+    assert "interim" in status.message
+
+
 async def header_trickle(
     server_: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

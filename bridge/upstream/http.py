@@ -26,6 +26,7 @@ What this module adds to aiohttp:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import ssl
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
+from aiohttp.http_exceptions import BadHttpMessage
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -71,6 +73,47 @@ fail the call (DESIGN.md: it is dropped from the metadata returned, never a fail
 
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle upstream connection is kept (httpx's and the openai SDK's default)."""
+
+
+MAX_INTERIM_RESPONSES = 16
+"""Interim (1xx) responses accepted before the final one. RFC 9110 section 15.2 sets no
+limit and real servers send one or two (`100 Continue`, `103 Early Hints`), but aiohttp reads
+them in a loop without one: an upstream flooding them held a core until the head timeout,
+slowing every other call (a reviewer's neighbouring calls reached 3.6 s)."""
+
+
+class _Response(aiohttp.ClientResponse):
+    """aiohttp's response, refusing a head preceded by more than MAX_INTERIM_RESPONSES
+    interim responses (an `UPSTREAM_PROTOCOL_ERROR`; the connection is closed).
+
+    `ClientResponse.start` reads message after message from its protocol until one is final;
+    the protocol's `read` is wrapped for the duration of `start` to count them.
+    tests/test_upstream_boundary.py's 1xx flood fails if aiohttp ever reads otherwise.
+    """
+
+    async def start(self, connection: Any) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        if protocol is None:
+            return await super().start(connection)
+        read = protocol.read
+        count = 0
+
+        async def bounded_read() -> Any:
+            nonlocal count
+            count += 1
+            if count > MAX_INTERIM_RESPONSES + 1:
+                raise BadHttpMessage(
+                    f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the "
+                    "final one"
+                )
+            return await read()
+
+        protocol.read = bounded_read
+        try:
+            return await super().start(connection)
+        finally:
+            with contextlib.suppress(AttributeError):
+                del protocol.read  # the protocol's own method again, for the next request
 
 
 class ProxyError(ValueError):
@@ -189,6 +232,7 @@ def make_session(
     )
     return aiohttp.ClientSession(
         connector=connector,
+        response_class=_Response,
         headers=headers,
         proxy=network.proxy,
         proxy_auth=network.proxy_auth,
