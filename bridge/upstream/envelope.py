@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bridge.status import encodable
 from bridge.telemetry.redaction import scrub
 
 _EXCERPT_LIMIT = 200
@@ -145,7 +146,7 @@ def without_surrogates(value: Any) -> Any:
     strings as U+FFFD, as any UTF-8 decoder does: no protobuf string or gRPC status message
     can hold one. Python's json module keeps them; orjson refuses them."""
     if type(value) is str:
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return encodable(value)
     if type(value) is dict:
         return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
     if type(value) is list:
