@@ -8,8 +8,8 @@ the call's status in `_failing`, the one place that aborts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeAlias, TypeVar, overload
 
 import grpc
 from aigateway.v1 import (
@@ -20,17 +20,20 @@ from aigateway.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
-from aigateway_json import TranslationError, from_json, request_body
+from aigateway_json import ChatRequest, ResponseRequest, TranslationError, from_json, request_body
 from google.protobuf.message import Message
 
 from bridge.grpc_api import validation
 from bridge.status import BridgeError
 from bridge.telemetry.redaction import Redactor
 from bridge.upstream import transport_failures
-from bridge.upstream.client import Reply, Upstream
+from bridge.upstream.client import Upstream
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
+U = TypeVar("U")
+UpstreamRequest: TypeAlias = ChatRequest | embeddings_pb2.CreateEmbeddingsRequest | ResponseRequest
+"""A request message the bridge sends on as a JSON body (`aigateway_json.request_body`)."""
 
 
 def deadline_of(context: Context) -> float | None:
@@ -76,13 +79,66 @@ class _Base:
                 "malformed", domain=self.upstream.domain, detail=str(exc), request_id=request_id
             ) from None
 
-    async def unary(self, context: Context, call: Callable[[], Awaitable[tuple[T, Reply]]]) -> T:
-        """Run `call` (the upstream exchange and translation), then answer with its result
-        and the upstream's returned headers as initial metadata; a BridgeError ends the call
-        with its status."""
+    @overload
+    async def unary(
+        self,
+        context: Context,
+        answer: type[T],
+        path: str,
+        request: UpstreamRequest | None = None,
+        *,
+        model: str | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> T: ...
+
+    @overload
+    async def unary(
+        self,
+        context: Context,
+        answer: type[U],
+        path: str,
+        request: UpstreamRequest | None = None,
+        *,
+        model: str | None = None,
+        check: Callable[[], None] | None = None,
+        wrap: Callable[[U], T],
+    ) -> T: ...
+
+    async def unary(
+        self,
+        context: Context,
+        answer: type[Any],
+        path: str,
+        request: UpstreamRequest | None = None,
+        *,
+        model: str | None = None,
+        check: Callable[[], None] | None = None,
+        wrap: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """One unary call: `check` (the request's own rules), the upstream exchange (a POST of
+        `request`'s JSON body to `path`, or a GET without one), the answer translated into
+        `answer` (or into what `wrap` makes of that), then sent with the upstream's returned
+        headers as initial metadata. A BridgeError anywhere ends the call with its status."""
         try:
-            result, reply = await call()
-            self.check_answer_size(result, reply.size)  # type: ignore[arg-type]
+            if check is not None:
+                check()
+            if request is None:
+                reply = await self.upstream.get_json(
+                    path, headers=self.headers(context), deadline=deadline_of(context), model=model
+                )
+            else:
+                body = request_body(request)  # never streams, whatever extra_fields says
+                reply = await self.upstream.post_json(
+                    path,
+                    body,
+                    headers=self.headers(context),
+                    deadline=deadline_of(context),
+                    model=model,
+                )
+            result: Any = self.parse(answer, reply.data, reply.headers.get("x-request-id"))
+            if wrap is not None:
+                result = wrap(result)
+            self.check_answer_size(result, reply.size)
         except BridgeError as error:
             await self.fail(context, error)
         if reply.metadata:
@@ -134,53 +190,41 @@ class ModelsService(_Base, models_pb2_grpc.ModelsServiceServicer):
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context
     ) -> models_pb2.ListModelsResponse:
-        async def call() -> tuple[models_pb2.ListModelsResponse, Reply]:
-            reply = await self.upstream.get_json(
-                "/models", headers=self.headers(context), deadline=deadline_of(context)
-            )
-            rid = reply.headers.get("x-request-id")
-            return self.parse(models_pb2.ListModelsResponse, reply.data, rid), reply
-
-        return await self.unary(context, call)
+        return await self.unary(context, models_pb2.ListModelsResponse, "/models")
 
     async def RetrieveModel(
         self, request: models_pb2.RetrieveModelRequest, context: Context
     ) -> models_pb2.RetrieveModelResponse:
-        async def call() -> tuple[models_pb2.RetrieveModelResponse, Reply]:
+        def check() -> None:
             self.check_size(request)
             validation.model_id(request.model)
-            reply = await self.upstream.get_json(
-                self.upstream.url_for_model(request.model),
-                headers=self.headers(context),
-                deadline=deadline_of(context),
-                model=request.model,
-            )
-            model = self.parse(models_pb2.Model, reply.data, reply.headers.get("x-request-id"))
-            return models_pb2.RetrieveModelResponse(model=model), reply
 
-        return await self.unary(context, call)
+        return await self.unary(
+            context,
+            models_pb2.Model,
+            self.upstream.url_for_model(request.model),
+            model=request.model,
+            check=check,
+            wrap=lambda model: models_pb2.RetrieveModelResponse(model=model),
+        )
 
 
 class ChatService(_Base, chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: Context
     ) -> chat_pb2.CreateChatCompletionResponse:
-        async def call() -> tuple[chat_pb2.CreateChatCompletionResponse, Reply]:
+        def check() -> None:
             self.check_size(request)
             validation.chat(request)
-            body = request_body(request)  # never streams, whatever extra_fields says
-            reply = await self.upstream.post_json(
-                "/chat/completions",
-                body,
-                headers=self.headers(context),
-                deadline=deadline_of(context),
-                model=request.model,
-            )
-            rid = reply.headers.get("x-request-id")
-            response = self.parse(chat_pb2.CreateChatCompletionResponse, reply.data, rid)
-            return response, reply
 
-        return await self.unary(context, call)
+        return await self.unary(
+            context,
+            chat_pb2.CreateChatCompletionResponse,
+            "/chat/completions",
+            request,
+            model=request.model,
+            check=check,
+        )
 
     async def StreamChatCompletion(
         self, request: chat_pb2.StreamChatCompletionRequest, context: Context
@@ -219,18 +263,15 @@ class EmbeddingsService(_Base, embeddings_pb2_grpc.EmbeddingsServiceServicer):
     async def CreateEmbeddings(
         self, request: embeddings_pb2.CreateEmbeddingsRequest, context: Context
     ) -> embeddings_pb2.CreateEmbeddingsResponse:
-        async def call() -> tuple[embeddings_pb2.CreateEmbeddingsResponse, Reply]:
+        def check() -> None:
             self.check_size(request)
             validation.embeddings(request)
-            reply = await self.upstream.post_json(
-                "/embeddings",
-                request_body(request),
-                headers=self.headers(context),
-                deadline=deadline_of(context),
-                model=request.model,
-            )
-            rid = reply.headers.get("x-request-id")
-            response = self.parse(embeddings_pb2.CreateEmbeddingsResponse, reply.data, rid)
-            return response, reply
 
-        return await self.unary(context, call)
+        return await self.unary(
+            context,
+            embeddings_pb2.CreateEmbeddingsResponse,
+            "/embeddings",
+            request,
+            model=request.model,
+            check=check,
+        )

@@ -24,7 +24,6 @@ from bridge.grpc_api import validation
 from bridge.grpc_api.base import Context, _Base, deadline_of
 from bridge.status import BridgeError
 from bridge.upstream import stream_failures, transport_failures
-from bridge.upstream.client import Reply
 
 PATH = "/responses"
 
@@ -54,21 +53,18 @@ class ResponsesService(_Base, responses_pb2_grpc.ResponsesServiceServicer):
     async def CreateResponse(
         self, request: responses_pb2.CreateResponseRequest, context: Context
     ) -> responses_pb2.CreateResponseResponse:
-        async def call() -> tuple[responses_pb2.CreateResponseResponse, Reply]:
+        def checks() -> None:
             self.check_size(request)
             check(request)
-            reply = await self.upstream.post_json(
-                PATH,
-                request_body(request),  # never streams, whatever extra_fields says
-                headers=self.headers(context),
-                deadline=deadline_of(context),
-                model=request.model,
-            )
-            rid = reply.headers.get("x-request-id")
-            response = self.parse(responses_pb2.CreateResponseResponse, reply.data, rid)
-            return response, reply
 
-        return await self.unary(context, call)
+        return await self.unary(
+            context,
+            responses_pb2.CreateResponseResponse,
+            PATH,
+            request,
+            model=request.model,
+            check=checks,
+        )
 
     async def StreamResponse(
         self, request: responses_pb2.StreamResponseRequest, context: Context
