@@ -10,6 +10,9 @@ starts, so one change can be switched off at a time:
 
 The tree name `floor` runs bench/floor.py (the bare grpc.aio server, chat only) in place of
 the bridge, so a ratio to the floor is measured in the same run; its embeddings stay empty.
+The tree name `relay` runs bench/floor.py --relay (the same server making the bridge's
+upstream exchange with aiohttp, and nothing else): what gRPC and the HTTP client alone cost,
+the least a bridge on these two libraries can. Patches apply to both (`relay=relay:uvloop`).
 """
 
 from __future__ import annotations
@@ -40,13 +43,13 @@ PATCHES = {
     # Try: the upstream's headers as trailing metadata on unary calls (a contract change: the
     # README documents them as initial metadata), which saves gRPC's separate HEADERS batch.
     "headers-trailing": "import bridge.grpc_api.base as S\n"
-    "async def unary(self, context, call):\n"
-    "    try:\n"
-    "        result, metadata = await call()\n"
-    "    except S.BridgeError as error:\n"
-    "        await self.fail(context, error)\n"
-    "    context.set_trailing_metadata(metadata)\n"
-    "    return result\n"
+    "_u = S._Base.unary\n"
+    "class _Context:\n"
+    "    def __init__(self, c): self.c = c\n"
+    "    def __getattr__(self, n): return getattr(self.c, n)\n"
+    "    async def send_initial_metadata(self, m): self.c.set_trailing_metadata(m)\n"
+    "async def unary(self, context, *a, **k):\n"
+    "    return await _u(self, _Context(context), *a, **k)\n"
     "S._Base.unary = unary\n",
     # Try: gRPC core's optimisation hint and a larger HTTP/2 write buffer.
     "grpc-throughput": "import bridge.server.assembly as S\n_o = S.server_options\n"
@@ -80,7 +83,8 @@ runpy.run_module("bridge", run_name="__main__")
 FLOOR = """
 import runpy, sys
 {patches}
-runpy.run_path(sys.argv[1], run_name="__main__")
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -88,9 +92,12 @@ def bridge_command(
     tree: str, patches: list[str], upstream: str
 ) -> tuple[list[str], dict[str, str]]:
     patched = "\n".join(PATCHES[p] for p in patches)
-    if tree == "floor":
+    if tree in ("floor", "relay"):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return [sys.executable, "-c", FLOOR.format(patches=patched), str(HERE / "floor.py")], env
+        args = [sys.executable, "-c", FLOOR.format(patches=patched), str(HERE / "floor.py")]
+        if tree == "relay":
+            args += ["--relay", f"http://{upstream}/v1"]
+        return args, env
     code = LAUNCH.format(patches=patched)
     # The tree's own client package (translation, stubs) too, ahead of the installed one.
     root = Path(tree).resolve()
@@ -200,7 +207,11 @@ def main() -> int:
                     target = line.split("listening on ", 1)[1].split(",")[0].strip()
                     time.sleep(0.5)
                     result = measure(
-                        proc.pid, target, opts.seconds, embed=tree != "floor", paced=opts.paced
+                        proc.pid,
+                        target,
+                        opts.seconds,
+                        embed=tree not in ("floor", "relay"),
+                        paced=opts.paced,
                     )
                 finally:
                     proc.terminate()

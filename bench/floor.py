@@ -3,10 +3,19 @@
 It answers every call with a prebuilt message (a stream with 100 prebuilt chunks), so
 measuring it with the same load client as the bridge shows what gRPC in Python costs on
 this machine by itself, and by difference what the bridge adds on top. Prints its port.
+
+With `--relay URL` (the benchmark upstream's /v1), it is the *relay floor*: each call also
+makes the upstream HTTP exchange the bridge makes, with aiohttp's client as the bridge uses
+it (one pooled session), and reads the whole answer; a stream yields one prebuilt chunk per
+server-sent event that arrives (split on the blank line, nothing parsed). So it prices
+gRPC plus the upstream exchange alone, without any of the bridge's own work (checks,
+translation, metadata, metrics, logs): the least a bridge built on these two libraries can
+cost, in the same run (`bench/ab.py relay=relay`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -67,9 +76,56 @@ class Chat(chat_pb2_grpc.ChatServiceServicer):
             yield message
 
 
-async def serve() -> None:
+class Relay(chat_pb2_grpc.ChatServiceServicer):
+    """The relay floor: the upstream exchange, then the prebuilt answers (see the module)."""
+
+    def __init__(self, upstream: str) -> None:
+        import aiohttp  # only the relay floor needs it
+
+        self.url = upstream.rstrip("/") + "/chat/completions"
+        self.session = aiohttp.ClientSession(
+            headers={"authorization": "Bearer bench", "content-type": "application/json"}
+        )
+
+    async def CreateChatCompletion(
+        self, request: chat_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.CreateChatCompletionResponse:
+        body = b'{"model":"%s","messages":[{"role":"user","content":"hi"}]}' % (
+            request.model.encode()
+        )
+        async with self.session.post(self.url, data=body) as response:
+            await response.read()
+        return ANSWER
+
+    async def StreamChatCompletion(
+        self, request: chat_pb2.StreamChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.StreamChatCompletionResponse]:
+        body = b'{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % (
+            request.model.encode()
+        )
+        events = 0
+        paced = request.model.startswith("bench-paced-")
+        async with self.session.post(self.url, data=body) as response:
+            tail = b""
+            while part := await response.content.readany():
+                tail += part
+                *complete, tail = tail.split(b"\n\n")
+                for event in complete:
+                    if event.startswith(b"data: [DONE]"):
+                        return
+                    message = CHUNKS[min(events, 99)]
+                    if paced:  # the upstream's id carries the time bench/capacity.py reads
+                        start = event.index(b'"id":"') + 6
+                        message = chat_pb2.StreamChatCompletionResponse()
+                        message.CopyFrom(CHUNKS[1])
+                        message.id = event[start : event.index(b'"', start)].decode()
+                    yield message
+                    events += 1
+
+
+async def serve(relay: str | None) -> None:
     server = grpc.aio.server()
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(Chat(), server)
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(Relay(relay) if relay else Chat(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(f"floor listening on 127.0.0.1:{port}", flush=True)
@@ -77,4 +133,6 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--relay", metavar="URL", help="the upstream's /v1: the relay floor")
+    asyncio.run(serve(parser.parse_args().relay))
