@@ -3,8 +3,9 @@
 * docs/configuration.md lists every option of `python -m bridge serve`, with the flags, the
   environment variable and the default its declaration in bridge/config.py gives it, and no
   option that does not exist.
-* Every relative link in README.md, CONTRIBUTING.md and docs/*.md reaches an existing file
-  and, for `#anchor`, an existing heading of it (GitHub's anchors).
+* Every relative link in README.md, CONTRIBUTING.md, DESIGN.md and docs/*.md reaches an
+  existing file and, for `#anchor`, an existing heading of it (GitHub's anchors).
+* Every section of DESIGN.md the code cites ("DESIGN.md "Streaming"") exists.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from bridge.config import Config, choices_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = ROOT / "docs" / "configuration.md"
-PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [
+    ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    ROOT / "DESIGN.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 
 
 # ----------------------------------------------------------------------------- options
@@ -153,3 +159,35 @@ def test_relative_links_reach_a_file_and_a_heading(page: Path) -> None:
         elif anchor and reached.suffix == ".md" and anchor not in anchors(reached):
             broken.append(f"{target}: no such heading")
     assert broken == []
+
+
+# ----------------------------------------------------------------------------- DESIGN.md
+
+_CITATION = re.compile(r"DESIGN\.md,? \(?[\"“]?([A-Z][A-Za-z ]+)")
+
+
+def _cited_sections() -> dict[str, set[str]]:
+    """The sections of DESIGN.md the code names ("DESIGN.md "Streaming"", "DESIGN.md
+    (Retries)"), each with the files that name it."""
+    cited: dict[str, set[str]] = {}
+    for folder in ("bridge", "client", "dev", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for name in _CITATION.findall(path.read_text()):
+                cited.setdefault(name.strip(), set()).add(str(path.relative_to(ROOT)))
+    return cited
+
+
+def test_every_section_of_design_md_the_code_cites_exists() -> None:
+    headings = [
+        line.lstrip("#").strip()
+        for line in (ROOT / "DESIGN.md").read_text().splitlines()
+        if line.startswith("## ")
+    ]
+    cited = _cited_sections()
+    assert {"Streaming", "Credentials", "Retries", "Error mapping"} <= set(cited)
+    missing = {
+        name: sorted(files)
+        for name, files in cited.items()
+        if not any(heading.startswith(name) for heading in headings)
+    }
+    assert not missing, f"cited sections DESIGN.md does not have: {missing}"
