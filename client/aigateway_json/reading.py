@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,8 @@ _UINT32 = (0, 2**32 - 1)
 _UINT64 = (0, 2**64 - 1)
 _NUMBER_TYPES = frozenset({float, int})
 """Element types a repeated double/float field takes (bool is its own type, so it is out)."""
+_BOOL_DOUBLES = (struct.pack("<d", 1.0), struct.pack("<d", 0.0))
+"""The encodings a JSON true or false would have in packed doubles (`_packed_doubles`)."""
 
 
 Reader = Callable[[Message, Any], bool]
@@ -172,9 +175,8 @@ def _repeated_scalar_reader(field: FieldDescriptor) -> Reader:
     check = _scalar_check(field)
     convert = _scalar_converter(field)
     if convert is float:
-        # Embedding vectors: 1536 numbers each, hundreds per answer. Checking the set of
-        # element types and converting only when an int is there is exact and 4x cheaper
-        # than a check and a float() per element.
+        # Checking the set of element types and converting only when an int is there is
+        # exact and 4x cheaper than a check and a float() per element.
 
         def read_numbers(msg: Message, value: Any) -> bool:
             if type(value) is not list or not value:
@@ -185,7 +187,22 @@ def _repeated_scalar_reader(field: FieldDescriptor) -> Reader:
             getattr(msg, name).extend(value if int not in kinds else [float(v) for v in value])
             return True
 
-        return read_numbers
+        if field.type != FieldDescriptor.TYPE_DOUBLE:
+            return read_numbers
+        # Embedding vectors (1536 numbers each, hundreds per answer) as packed bytes: about
+        # 3x cheaper again (issue 16).
+        header = _varint(field.number << 3 | 2)  # a length-delimited field: tag, then length
+
+        def read_doubles(msg: Message, value: Any) -> bool:
+            if type(value) is not list or not value:
+                return False
+            packed = _packed_doubles(value)
+            if packed is None:
+                return read_numbers(msg, value)
+            msg.MergeFromString(b"".join((header, _varint(len(packed)), packed)))
+            return True
+
+        return read_doubles
 
     def read(msg: Message, value: Any) -> bool:
         if type(value) is not list or not value or not all(check(v) for v in value):
@@ -194,6 +211,40 @@ def _repeated_scalar_reader(field: FieldDescriptor) -> Reader:
         return True
 
     return read
+
+
+def _packed_doubles(values: list[Any]) -> bytes | None:
+    """`values` (a JSON array of numbers) as protobuf's packed doubles (IEEE 754, little
+    endian: https://protobuf.dev/programming-guides/encoding/#packed), or None when only the
+    element-by-element check can tell (`read_numbers`).
+
+    `struct` converts each element as `float()` does, in C, about twice as fast as upb's
+    `extend` and without the per-element type check, which cost as much again. It refuses
+    strings, nulls, arrays and objects (None here), and would take a bool as 1.0 or 0.0: so
+    when either encoding occurs anywhere in the bytes (an exact 1.0 or 0.0 in the array, or
+    the pattern across two numbers), the elements are checked one by one after all. Decoded
+    JSON has no other numbers than int and float, so the message is the one `read_numbers`
+    makes, byte for byte.
+    """
+    try:
+        packed = struct.pack(f"<{len(values)}d", *values)
+    except (struct.error, TypeError, OverflowError):
+        return None
+    one, zero = _BOOL_DOUBLES
+    if (one in packed or zero in packed) and bool in set(map(type, values)):
+        return None
+    return packed
+
+
+def _varint(n: int) -> bytes:
+    """A non-negative int as a protobuf base-128 varint (the encoding guide's "Base 128
+    Varints")."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _repeated_message_reader(field: FieldDescriptor, fill: Fill) -> Reader:
