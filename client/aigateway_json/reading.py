@@ -189,8 +189,8 @@ def _repeated_scalar_reader(field: FieldDescriptor) -> Reader:
 
         if field.type != FieldDescriptor.TYPE_DOUBLE:
             return read_numbers
-        # Embedding vectors (1536 numbers each, hundreds per answer) as packed bytes: about
-        # 3x cheaper again (issue 16).
+        # Embedding vectors (1536 numbers each, hundreds per answer) as packed bytes: a
+        # quarter of the cost of read_numbers, half of from_json's on an embeddings answer.
         header = _varint(field.number << 3 | 2)  # a length-delimited field: tag, then length
 
         def read_doubles(msg: Message, value: Any) -> bool:
