@@ -12,7 +12,9 @@ The tree name `floor` runs bench/floor.py (the bare grpc.aio server, chat only) 
 the bridge, so a ratio to the floor is measured in the same run; its embeddings stay empty.
 The tree name `relay` runs bench/floor.py --relay (the same server making the bridge's
 upstream exchange with aiohttp, and nothing else): what gRPC and the HTTP client alone cost,
-the least a bridge on these two libraries can. Patches apply to both (`relay=relay:uvloop`).
+the least a bridge on these two libraries can. Of the patches only the event loop ones
+(`uvloop`) change the floor and the relay (`relay=relay:uvloop`); the bridge's probes do
+nothing there.
 """
 
 from __future__ import annotations

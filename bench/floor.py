@@ -5,12 +5,15 @@ measuring it with the same load client as the bridge shows what gRPC in Python c
 this machine by itself, and by difference what the bridge adds on top. Prints its port.
 
 With `--relay URL` (the benchmark upstream's /v1), it is the *relay floor*: each call also
-makes the upstream HTTP exchange the bridge makes, with aiohttp's client as the bridge uses
-it (one pooled session), and reads the whole answer; a stream yields one prebuilt chunk per
-server-sent event that arrives (split on the blank line, nothing parsed). So it prices
-gRPC plus the upstream exchange alone, without any of the bridge's own work (checks,
-translation, metadata, metrics, logs): the least a bridge built on these two libraries can
-cost, in the same run (`bench/ab.py relay=relay`).
+makes an upstream HTTP exchange like the bridge's, with aiohttp's client as the bridge uses
+it (one session, a pool of the bridge's default 512 connections, the same headers), and
+reads the whole answer, to its end; a stream yields one prebuilt chunk per server-sent event
+that arrives (split on the blank line, nothing parsed). Its request body is a fixed small
+one (no translation), and an answer other than 200 fails the call. So it prices gRPC plus
+the upstream exchange alone, without any of the bridge's own work (checks, translation,
+metadata, metrics, logs): the least a bridge built on these two libraries can cost, in the
+same run (`bench/ab.py relay=relay:uvloop`, on the bridge's default event loop). Chat only,
+as the floor: it has no embeddings.
 """
 
 from __future__ import annotations
@@ -84,7 +87,13 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
 
         self.url = upstream.rstrip("/") + "/chat/completions"
         self.session = aiohttp.ClientSession(
-            headers={"authorization": "Bearer bench", "content-type": "application/json"}
+            connector=aiohttp.TCPConnector(limit=512),  # the bridge's --max-connections
+            headers={
+                "authorization": "Bearer bench",
+                "content-type": "application/json",
+                "user-agent": "aigateway-bridge relay-floor",
+                "accept": "application/json",
+            },
         )
 
     async def CreateChatCompletion(
@@ -94,6 +103,7 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
             request.model.encode()
         )
         async with self.session.post(self.url, data=body) as response:
+            response.raise_for_status()
             await response.read()
         return ANSWER
 
@@ -105,14 +115,21 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
         )
         events = 0
         paced = request.model.startswith("bench-paced-")
-        async with self.session.post(self.url, data=body) as response:
+        async with self.session.post(
+            self.url, data=body, headers={"accept": "text/event-stream"}
+        ) as response:
+            response.raise_for_status()
             tail = b""
+            done = False
             while part := await response.content.readany():
+                if done:  # what follows [DONE] is read to the end, as the bridge does
+                    continue
                 tail += part
                 *complete, tail = tail.split(b"\n\n")
                 for event in complete:
                     if event.startswith(b"data: [DONE]"):
-                        return
+                        done = True
+                        break
                     message = CHUNKS[min(events, 99)]
                     if paced:  # the upstream's id carries the time bench/capacity.py reads
                         start = event.index(b'"id":"') + 6

@@ -10,6 +10,9 @@ both must give the same deterministic wire bytes, or the same error.
 
 from __future__ import annotations
 
+import decimal
+import enum
+import fractions
 import math
 import struct
 from collections.abc import Iterator
@@ -152,3 +155,60 @@ def test_generated_vectors_with_an_odd_element_agree(vector: list[Any], odd: Any
     with pytest.MonkeyPatch.context() as monkeypatch:
         packed, reference = _both(_answer(vector), monkeypatch)
     assert packed == reference
+
+
+class _Float(float):
+    pass
+
+
+class _Colour(enum.IntEnum):
+    RED = 3
+
+
+class _BoolLike:
+    """A number that is 1 as an index and as a float, but not an int (as numpy.bool_)."""
+
+    def __index__(self) -> int:
+        return 1
+
+    def __float__(self) -> float:
+        return 1.0
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        decimal.Decimal("0.5"),
+        decimal.Decimal("0.1000000000000000000001"),
+        fractions.Fraction(1, 3),
+        _Float(0.25),
+        _Colour.RED,
+    ],
+    ids=repr,
+)
+def test_other_number_types_in_a_vector_are_converted_as_float_converts_them(
+    number: Any,
+) -> None:
+    """aigateway_json.from_json's documented exception: a JSON decoder gives int and float
+    only, but `json.loads(..., parse_float=Decimal)` or a numpy vector gives other numbers."""
+    message = from_json(ANSWER, _answer([0.5, number]))
+    assert list(message.data[0].embedding_float.values) == [0.5, float(number)]
+
+
+def test_a_bool_like_number_is_never_taken_for_one(
+    packing: _Counting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed, reference = _both(_answer([0.5, _BoolLike()]), monkeypatch)
+    assert packed == reference
+    assert packing.packed == 0
+
+
+def test_a_very_long_array_is_read_element_by_element(
+    packing: _Counting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vector = [0.25] * (reading._MAX_PACKED + 1)
+    packed, reference = _both(_answer(vector), monkeypatch)
+    assert packed == reference
+    assert packing.packed == 0
+    _translate(_answer(vector[: reading._MAX_PACKED]))
+    assert packing.packed == 1

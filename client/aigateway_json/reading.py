@@ -35,6 +35,9 @@ _NUMBER_TYPES = frozenset({float, int})
 """Element types a repeated double/float field takes (bool is its own type, so it is out)."""
 _BOOL_DOUBLES = (struct.pack("<d", 1.0), struct.pack("<d", 0.0))
 """The encodings a JSON true or false would have in packed doubles (`_packed_doubles`)."""
+_MAX_PACKED = 65_536
+"""Longer arrays are read element by element: `struct.pack` takes them as one argument tuple
+(for a million numbers, slower than `extend` and three times the memory at its peak)."""
 
 
 Reader = Callable[[Message, Any], bool]
@@ -222,17 +225,21 @@ def _packed_doubles(values: list[Any]) -> bytes | None:
     `extend` and without the per-element type check, which cost as much again. It refuses
     strings, nulls, arrays and objects (None here), and would take a bool as 1.0 or 0.0: so
     when either encoding occurs anywhere in the bytes (an exact 1.0 or 0.0 in the array, or
-    the pattern across two numbers), the elements are checked one by one after all. Decoded
-    JSON has no other numbers than int and float, so the message is the one `read_numbers`
-    makes, byte for byte.
+    the pattern across two numbers), the elements are checked one by one after all. A JSON
+    decoder gives no other numbers than int and float, so for its output the message is the
+    one `read_numbers` makes, byte for byte. Other number types (a Decimal from
+    `parse_float=Decimal`, numpy scalars, subclasses of float or int), which `read_numbers`
+    refuses, are converted as `float()` converts them (see `aigateway_json.from_json`).
     """
+    if len(values) > _MAX_PACKED:
+        return None
     try:
         packed = struct.pack(f"<{len(values)}d", *values)
     except (struct.error, TypeError, OverflowError):
         return None
     one, zero = _BOOL_DOUBLES
-    if (one in packed or zero in packed) and bool in set(map(type, values)):
-        return None
+    if (one in packed or zero in packed) and not set(map(type, values)) <= _NUMBER_TYPES:
+        return None  # a bool, or a bool-like number (numpy.bool_): as read_numbers decides
     return packed
 
 
