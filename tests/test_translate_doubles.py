@@ -5,7 +5,8 @@ number by number gives.
 `struct` and merges the bytes into the message, instead of checking each element's type and
 extending the field element by element. Each case here is translated twice, once that way
 and once with the packing switched off (the element-by-element reader, the reference), and
-both must give the same deterministic wire bytes, or the same error.
+both must give the same deterministic wire bytes, or the same error; the last tests do the
+same through a real bridge, its upstream answering odd vectors.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ from __future__ import annotations
 import decimal
 import enum
 import fractions
+import json
 import math
 import struct
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from aigateway.v1 import embeddings_pb2
 from aigateway_json import TranslationError, from_json, reading, to_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dev.upstream.faults import Status
+from tests.fidelity.harness import ThreadedBridge
 
 ANSWER = embeddings_pb2.CreateEmbeddingsResponse
 
@@ -212,3 +218,66 @@ def test_a_very_long_array_is_read_element_by_element(
     assert packing.packed == 0
     _translate(_answer(vector[: reading._MAX_PACKED]))
     assert packing.packed == 1
+
+
+# ------------------------------------------------------------------- through a real bridge
+
+MODEL = "doubles/embeddings"
+ODD_BODIES = {
+    "bools": ["[0.5,true]", "[false]", "[true,1.0]", "[1.0,0.0,true]"],
+    "exact ones and zeros": ["[1.0,0.0,0.5]", "[1,0,-0.0]"],
+    "big integers": ["[9007199254740993,9223372036854775808,18446744073709551616]"],
+    "an integer beyond a double": ["[0.5," + "1" + "0" * 400 + "]"],
+    "a float beyond a double": ["[0.5,1e400]"],
+    "NaN and Infinity": ["[NaN,0.5]", "[Infinity,-Infinity]"],
+    "denormals": ["[5e-324,2.2250738585072014e-308,-5e-324]"],
+    "nested": ["[[0.5],[1.0]]", "[0.5,[0.5]]"],
+    "mixed": ['[0.5,"0.5",null,{}]'],
+    "empty": ["[]"],
+    "long": ["[" + ",".join(["0.125"] * 60_000) + "]"],
+    "vectors of each kind": ["[0.5,0.25]", "[0.5,true]", "[1,2,3]", '"AAAAAAAA4D8="'],
+}
+PACKED = {"exact ones and zeros", "denormals", "long"}
+"""Bodies whose every vector takes the packed path."""
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[ThreadedBridge]:
+    with ThreadedBridge() as running:
+        yield running
+
+
+def _embeddings_body(vectors: list[str]) -> str:
+    data = ",".join(
+        f'{{"object":"embedding","index":{i},"embedding":{v}}}' for i, v in enumerate(vectors)
+    )
+    usage = '"usage":{"prompt_tokens":1,"total_tokens":1}'
+    return f'{{"object":"list","data":[{data}],"model":"m",{usage}}}'
+
+
+def _call(live: ThreadedBridge) -> object:
+    request = embeddings_pb2.CreateEmbeddingsRequest(model=MODEL, input_text="hi")
+    try:
+        response = live.embeddings.CreateEmbeddings(request, timeout=30)
+    except grpc.RpcError as err:
+        return (err.code(), err.details())
+    return response.SerializeToString(deterministic=True), json.dumps(to_json(response))
+
+
+@pytest.mark.parametrize("name", list(ODD_BODIES))
+def test_odd_vectors_through_the_bridge_agree(
+    name: str, live: ThreadedBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = _embeddings_body(ODD_BODIES[name])
+    with monkeypatch.context() as m:
+        counting = _Counting()
+        m.setattr(reading, "_packed_doubles", counting)
+        live.program(MODEL, Status(200, body))
+        packed = _call(live)
+    with monkeypatch.context() as m:
+        m.setattr(reading, "_packed_doubles", lambda values: None)
+        live.program(MODEL, Status(200, body))
+        reference = _call(live)
+    assert packed == reference
+    if name in PACKED:
+        assert counting.packed == len(ODD_BODIES[name])
