@@ -6,10 +6,11 @@ this machine by itself, and by difference what the bridge adds on top. Prints it
 
 With `--relay URL` (the benchmark upstream's /v1), it is the *relay floor*: each call also
 makes an upstream HTTP exchange like the bridge's, with aiohttp's client as the bridge uses
-it (one session, a pool of the bridge's default 512 connections, the same headers), and
-reads the whole answer, to its end; a stream yields one prebuilt chunk per server-sent event
-that arrives (split on the blank line, nothing parsed). Its request body is a fixed small
-one (no translation), and an answer other than 200 fails the call. So it prices gRPC plus
+it (one session, a pool of the bridge's default 512 connections, the same headers, no
+cookie jar, no redirects followed), and reads the whole answer, to its end; a stream yields
+one prebuilt chunk per server-sent event that arrives (split on LF LF, as bench/upstream
+writes them; nothing parsed). Its request body is a fixed small one (no translation), and
+an answer other than 200 fails the call. So it prices gRPC plus
 the upstream exchange alone, without any of the bridge's own work (checks, translation,
 metadata, metrics, logs): the least a bridge built on these two libraries can cost, in the
 same run (`bench/ab.py relay=relay:uvloop`, on the bridge's default event loop). Chat only,
@@ -88,6 +89,7 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
         self.url = upstream.rstrip("/") + "/chat/completions"
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512),  # the bridge's --max-connections
+            cookie_jar=aiohttp.DummyCookieJar(),
             headers={
                 "authorization": "Bearer bench",
                 "content-type": "application/json",
@@ -102,8 +104,8 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
         body = b'{"model":"%s","messages":[{"role":"user","content":"hi"}]}' % (
             request.model.encode()
         )
-        async with self.session.post(self.url, data=body) as response:
-            response.raise_for_status()
+        async with self.session.post(self.url, data=body, allow_redirects=False) as response:
+            _expect_ok(response.status)
             await response.read()
         return ANSWER
 
@@ -116,9 +118,9 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
         events = 0
         paced = request.model.startswith("bench-paced-")
         async with self.session.post(
-            self.url, data=body, headers={"accept": "text/event-stream"}
+            self.url, data=body, headers={"accept": "text/event-stream"}, allow_redirects=False
         ) as response:
-            response.raise_for_status()
+            _expect_ok(response.status)
             tail = b""
             done = False
             while part := await response.content.readany():
@@ -138,6 +140,11 @@ class Relay(chat_pb2_grpc.ChatServiceServicer):
                         message.id = event[start : event.index(b'"', start)].decode()
                     yield message
                     events += 1
+
+
+def _expect_ok(status: int) -> None:
+    if status != 200:
+        raise RuntimeError(f"the upstream answered {status}: the relay floor measures 200s")
 
 
 async def serve(relay: str | None) -> None:

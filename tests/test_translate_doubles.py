@@ -181,32 +181,35 @@ class _BoolLike:
         return 1.0
 
 
-@pytest.mark.parametrize(
-    "number",
-    [
-        decimal.Decimal("0.5"),
-        decimal.Decimal("0.1000000000000000000001"),
-        fractions.Fraction(1, 3),
-        _Float(0.25),
-        _Colour.RED,
-    ],
-    ids=repr,
-)
-def test_other_number_types_in_a_vector_are_converted_as_float_converts_them(
-    number: Any,
-) -> None:
-    """aigateway_json.from_json's documented exception: a JSON decoder gives int and float
-    only, but `json.loads(..., parse_float=Decimal)` or a numpy vector gives other numbers."""
-    message = from_json(ANSWER, _answer([0.5, number]))
-    assert list(message.data[0].embedding_float.values) == [0.5, float(number)]
+_OTHER_NUMBERS = [
+    decimal.Decimal("0.5"),
+    decimal.Decimal("0.1000000000000000000001"),
+    fractions.Fraction(1, 3),
+    _Float(0.25),
+    _Colour.RED,
+    _BoolLike(),
+]
 
 
-def test_a_bool_like_number_is_never_taken_for_one(
-    packing: _Counting, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("number", _OTHER_NUMBERS, ids=repr)
+@pytest.mark.parametrize("around", [[0.5], [0.5, 1.0], [0.0, 5e-324]], ids=str)
+def test_numbers_of_other_types_are_never_packed(
+    number: Any, around: list[float], packing: _Counting, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    packed, reference = _both(_answer([0.5, _BoolLike()]), monkeypatch)
+    """What a JSON decoder with `parse_float=Decimal`, or a numpy vector, gives: the
+    element-by-element reader decides, whatever the other numbers are."""
+    packed, reference = _both(_answer([*around, number]), monkeypatch)
     assert packed == reference
     assert packing.packed == 0
+
+
+def test_a_decimal_decoder_gives_what_it_gave_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = json.loads(
+        '{"data":[{"index":0,"embedding":[0.5,0.25]},{"index":1,"embedding":[0.5,1.0]}]}',
+        parse_float=decimal.Decimal,
+    )
+    packed, reference = _both(data, monkeypatch)
+    assert packed == reference
 
 
 def test_a_very_long_array_is_read_element_by_element(

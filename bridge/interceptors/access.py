@@ -15,7 +15,7 @@ A call that brings its own `authorization` metadata spends its own credential: i
 forwarded unless `--caller-credentials refuse`. A bridge without a credential has nothing to
 lend, so its calls pass (the upstream decides). Health and reflection are always open.
 
-An unauthorized call must cost almost nothing (DESIGN.md, Credentials: "refused from its
+An unauthorized call must cost almost nothing (DESIGN.md "Credentials": "refused from its
 metadata, before its message is read"). A protobuf message can take about 80 times its wire
 size once parsed (a repeated empty message is 2 bytes on the wire, an object in memory), so the
 guard takes over deserialization: the handler it returns receives the request's raw bytes,

@@ -8,7 +8,7 @@ without a colon is a field name with an empty value; one space after the colon i
 `data` values are joined with LF; `event` sets the type (default `message`); `id`, `retry` and
 unknown fields are ignored here, since nothing downstream reconnects.
 
-Two deliberate differences, both from DESIGN.md (Streaming): an event whose data is the empty
+Two deliberate differences, both from DESIGN.md "Streaming": an event whose data is the empty
 string is not dispatched either (the spec skips only an event with no `data` line; the bridge
 has no chunk to make of empty data), and at the end of the stream an unfinished last event is
 still dispatched (the spec discards it; servers omit the final blank line).

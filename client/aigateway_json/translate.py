@@ -97,13 +97,7 @@ M = TypeVar("M", bound=Message)
 
 
 def from_json(message_type: type[M], data: Any) -> M:
-    """Build a message of `message_type` from decoded JSON (a dict), losing nothing.
-
-    `data` is what a JSON decoder gives: dicts, lists, str, int, float, bool and None.
-    Anything a field cannot hold is kept in the message's `extra_fields`. Other Python types
-    are not taken for JSON ones (a TranslationError, or kept apart in `extra_fields`), except
-    numbers in an array for a `repeated double` field (embedding vectors), which are
-    converted as `float()` converts them (a Decimal, numpy scalars; never a bool)."""
+    """Build a message of `message_type` from decoded JSON (a dict), losing nothing."""
     if type(data) is not dict:
         raise TranslationError(
             f"expected a JSON object for {message_type.DESCRIPTOR.full_name}, "
