@@ -722,10 +722,23 @@ async def test_waiting_for_a_pooled_connection_is_bounded_and_named(upstream: De
 # ------------------------------------------------------------------ TLS and proxies
 
 
-async def test_an_untrusted_certificate_is_said_once_and_not_retried(raw_bridge: Any) -> None:
-    ca = trustme.CA()
+def serving_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A loopback server's TLS context, with a certificate for 127.0.0.1 issued by `ca`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+def trusted_ca(env: pytest.MonkeyPatch, folder: Path) -> trustme.CA:
+    """A new CA, the one the bridge trusts through SSL_CERT_FILE (written into `folder`)."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    env.setenv("SSL_CERT_FILE", str(folder / "ca.pem"))
+    return ca
+
+
+async def test_an_untrusted_certificate_is_said_once_and_not_retried(raw_bridge: Any) -> None:
+    context = serving_context(trustme.CA())
     async with RawServer(answering(raw_ok()), context) as raw:
         stubs = await raw_bridge(raw, max_attempts=3)
         status = await unary_error(stubs, timeout=10)
@@ -877,9 +890,7 @@ def test_trust_is_the_environment_s_ca_or_else_certifi(
 ) -> None:
     certifi_cas = ssl.create_default_context(cafile=certifi.where()).cert_store_stats()
     assert http.trust().cert_store_stats() == certifi_cas
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    trusted_ca(clean_env, tmp_path)
     context = http.trust()
     assert context.cert_store_stats()["x509_ca"] == 1
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
@@ -948,11 +959,7 @@ def test_serve_refuses_a_socks_proxy_with_a_configuration_error(workers: str) ->
 async def test_ssl_cert_file_trusts_a_private_ca(
     raw_bridge: Any, clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = serving_context(trusted_ca(clean_env, tmp_path))
     async with RawServer(answering(raw_ok()), context) as raw:
         stubs = await raw_bridge(raw)
         assert raw.url.startswith("https://")
@@ -1027,11 +1034,7 @@ async def test_an_https_upstream_through_an_authenticating_proxy(
 ) -> None:
     # A CONNECT tunnel carrying the proxy's credentials, TLS inside it trusted by
     # SSL_CERT_FILE; the upstream never sees the proxy's credentials.
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = serving_context(trusted_ca(clean_env, tmp_path))
     async with (
         authenticating_proxy("svc-bot:s3cret") as (port, relayed),
         RawServer(answering(raw_ok()), context) as raw,
@@ -1050,13 +1053,8 @@ async def test_an_https_upstream_through_an_authenticating_proxy(
 async def test_wrong_proxy_credentials_fail_the_call_without_showing_them(
     raw_bridge: Any, clean_env: pytest.MonkeyPatch, tmp_path: Path, scheme: str
 ) -> None:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    clean_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
-    context = None
-    if scheme == "https":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca = trusted_ca(clean_env, tmp_path)
+    context = serving_context(ca) if scheme == "https" else None
     async with (
         authenticating_proxy("svc-bot:s3cret") as (port, _),
         RawServer(answering(raw_ok()), context) as raw,
